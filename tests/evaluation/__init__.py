@@ -1,0 +1,1 @@
+"""Tests for attention_jax.evaluation; a package so its test_squad.py and tests/data/ coexist."""
