@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= tiny
 
-.PHONY: test lint bench bench-attention pretrain-bert
+.PHONY: test lint bench bench-attention bench-bert-data pretrain-bert
 
 $(VENV)/.installed: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,10 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check attention_jax experiments benchmarks tests
 	$(VENV)/bin/ruff format --check attention_jax experiments benchmarks tests
 
-bench: bench-attention
+bench: bench-attention bench-bert-data
 
 bench-attention: $(VENV)/.installed
 	$(PY) benchmarks/attention.py
+
+bench-bert-data: $(VENV)/.installed
+	$(PY) benchmarks/bert_data.py
