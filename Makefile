@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= tiny
 
-.PHONY: test lint bench bench-attention bench-bert-data pretrain-bert
+.PHONY: test lint bench bench-attention bench-bert-data pretrain-bert notebook-check
 
 $(VENV)/.installed: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -33,3 +33,11 @@ bench-attention: $(VENV)/.installed
 
 bench-bert-data: $(VENV)/.installed
 	$(PY) benchmarks/bert_data.py
+
+# Pre-train BERT: CONFIG=tiny (default: CPU, a few minutes), mini, small, medium, base or large.
+pretrain-bert: $(VENV)/.installed
+	$(PY) experiments/pretrain_bert.py --config=experiments/configs/bert_pretrain.py:$(CONFIG) $(ARGS)
+
+# Execute the notebook headless against the run `make pretrain-bert` wrote.
+notebook-check: $(VENV)/.installed-dev
+	cd notebooks && ATTENTION_JAX_RUN=../runs/bert_$(CONFIG) ../$(PY) -m jupyter execute --inplace=false bert_attention.ipynb

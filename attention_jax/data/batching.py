@@ -80,3 +80,37 @@ def _stack(values) -> np.ndarray:
     if isinstance(values[0], float):
         return np.asarray(values, np.float32)
     return np.stack(values)
+
+
+class PhasedBatches:
+    """Several batch iterators one after another, e.g. BERT's 128-token then 512-token phase.
+
+    `phases` is a list of (num_batches, iterator); the last phase runs on past its count. The
+    state (which phase, and that phase's own iterator state) checkpoints like a grain iterator's.
+    """
+
+    def __init__(self, phases):
+        self._phases = list(phases)
+        self._phase = 0
+        self._taken = 0  # batches taken from the current phase
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        num_batches, _ = self._phases[self._phase]
+        if self._taken == num_batches and self._phase < len(self._phases) - 1:
+            self._phase, self._taken = self._phase + 1, 0
+        self._taken += 1
+        return next(self._phases[self._phase][1])
+
+    def get_state(self) -> dict:
+        return {
+            "phase": self._phase,
+            "taken": self._taken,
+            "iterator": self._phases[self._phase][1].get_state(),
+        }
+
+    def set_state(self, state: dict) -> None:
+        self._phase, self._taken = state["phase"], state["taken"]
+        self._phases[self._phase][1].set_state(state["iterator"])

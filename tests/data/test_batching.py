@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from attention_jax.data.batching import pretraining_batches
+from attention_jax.data.batching import PhasedBatches, pretraining_batches
 
 NUM_EXAMPLES = 50
 
@@ -84,3 +84,20 @@ def test_state_restores_the_exact_continuation_across_epochs():
     assert ids(take(resumed, 12)) == expected
     fresh = ids(take(pretraining_batches(Source(), 6, seed=1), 12))
     assert fresh != expected
+
+
+def test_phased_batches_switch_after_their_count_and_resume_exactly():
+    def phases():
+        return PhasedBatches([
+            (3, pretraining_batches(Source(), 4, seed=0)),
+            (2, pretraining_batches(Source(), 6, seed=1)),
+        ])
+
+    full = take(phases(), 8)
+    assert [len(b["id"]) for b in full] == [4, 4, 4, 6, 6, 6, 6, 6]  # the last phase runs on
+    for cut in (2, 3, 5):
+        first = phases()
+        take(first, cut)
+        resumed = phases()
+        resumed.set_state(first.get_state())
+        assert ids(take(resumed, 8 - cut)) == ids(full[cut:])
