@@ -8,11 +8,11 @@ masked-token accuracy against the unigram baseline (always predict the most freq
 """
 
 import collections
+import pathlib
 import shutil
 
 import jax
-import numpy as np
-from absl import app, flags, logging
+from absl import app, logging
 from ml_collections import config_flags
 
 from attention_jax import checkpoint, training
@@ -49,8 +49,10 @@ def prepare_phases(config):
     phases, tokenizer, first_step = [], None, 0
     for i, (max_seq_length, max_predictions, fraction) in enumerate(config.data.phases):
         last = i == len(config.data.phases) - 1
-        end_step = config.train.num_train_steps if last else first_step + round(
-            fraction * config.train.num_train_steps
+        end_step = (
+            config.train.num_train_steps
+            if last
+            else first_step + round(fraction * config.train.num_train_steps)
         )
         train_source, eval_source, tokenizer = tfds_bert.prepare_pretraining_data(
             config.data.corpus_dir,
@@ -70,12 +72,12 @@ def prepare_phases(config):
     return phases, tokenizer
 
 
-def unigram_baseline(train_source, eval_source):
+def unigram_baseline(train_source, eval_source, max_examples=20_000):
     """Masked-token accuracy of always predicting the most frequent masked token of train."""
 
     def counts(source):
         c = collections.Counter()
-        for i in range(len(source)):
+        for i in range(min(len(source), max_examples)):
             example = source[i]
             c.update(example["masked_lm_ids"][example["masked_lm_weights"] > 0].tolist())
         return c
@@ -87,6 +89,7 @@ def unigram_baseline(train_source, eval_source):
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save and restore at INFO.
     config = _CONFIG.value
     phases, tokenizer = prepare_phases(config)
     preset = getattr(bert.BertConfig, config.model_size)
@@ -96,10 +99,12 @@ def main(argv):
     # Each host reads its own shard; the loop assembles the global batch.
     host_batch = config.train.batch_size // jax.process_count()
     shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
-    train_data = batching.PhasedBatches([
-        (steps, batching.pretraining_batches(source, host_batch, config.data.seed + i, **shard))
-        for i, (steps, source, _) in enumerate(phases)
-    ])
+    train_data = batching.PhasedBatches(
+        [
+            (steps, batching.pretraining_batches(source, host_batch, config.data.seed + i, **shard))
+            for i, (steps, source, _) in enumerate(phases)
+        ]
+    )
     eval_source = phases[-1][2]
 
     def eval_data():
@@ -107,21 +112,23 @@ def main(argv):
             eval_source, host_batch, 0, shuffle=False, num_epochs=1, **shard
         )
 
-    workdir = config.train.workdir
-    shutil.os.makedirs(workdir, exist_ok=True)
-    shutil.copy(tokenizer.path, f"{workdir}/{tfds_bert.tokenizers.SENTENCEPIECE_FILENAME}")
+    # The tokenizer travels with the checkpoints, so the run directory is self-contained.
+    workdir = pathlib.Path(config.train.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tokenizer.path, workdir / pathlib.Path(tokenizer.path).name)
     max_seq_length, max_predictions, _ = config.data.phases[0]
     flops = bert.flops_per_example(model_config, max_seq_length, max_predictions)
 
+    first = next(iter(eval_data()))
     eval_step = jax.jit(training.make_eval_step(model, loss_fn))
-    initial = mlm_metrics(eval_step, model.init(jax.random.PRNGKey(config.train.seed),
-                                                *init_args(next(iter(eval_data()))))["params"],
-                          eval_data, config.train.num_eval_steps)
+    n = config.train.num_eval_steps
+    init_params = model.init(jax.random.PRNGKey(config.train.seed), *init_args(first))["params"]
+    initial = training.evaluate(lambda b: eval_step(init_params, b), eval_data, n)
     training.train(config.train, model, loss_fn, train_data, init_args, eval_data, flops)
 
     if jax.process_index() == 0:
         restored = checkpoint.load(workdir)
-        final = mlm_metrics(eval_step, restored.params, eval_data, config.train.num_eval_steps)
+        final = training.evaluate(lambda b: eval_step(restored.params, b), eval_data, n)
         baseline = unigram_baseline(phases[-1][1], eval_source)
         print(
             f"\nBERT-{config.model_size} ({model_config.num_layers} layers, hidden "
@@ -133,17 +140,6 @@ def main(argv):
             f"  next-sentence acc.  {initial['nsp_accuracy']:.3f} -> {final['nsp_accuracy']:.3f}\n"
             f"Checkpoints: {workdir}/checkpoints   TensorBoard: tensorboard --logdir {workdir}"
         )
-
-
-def mlm_metrics(eval_step, params, eval_data, num_eval_steps):
-    sums = collections.defaultdict(float)
-    for i, batch in enumerate(eval_data()):
-        if num_eval_steps is not None and i >= num_eval_steps:
-            break
-        for name, (total, count) in jax.device_get(eval_step(params, batch)).items():
-            sums[name] += float(total)
-            sums[name + "/count"] += float(count)
-    return {k: sums[k] / sums[k + "/count"] for k in list(sums) if not k.endswith("/count")}
 
 
 if __name__ == "__main__":

@@ -37,8 +37,9 @@ class AdditiveAttention(nn.Module):
         w_query_DA = _param(self, "w_query", (query_BTD.shape[-1], A), ("embed", "mlp"))
         w_key_DA = _param(self, "w_key", (keys_BSD.shape[-1], A), ("embed", "mlp"))
         v_A = _param(self, "v", (A,), ("mlp",), nn.initializers.normal(A**-0.5))
-        args = nn.dtypes.promote_dtype(query_BTD, keys_BSD, values_BSE, w_query_DA, w_key_DA, v_A,
-                                       dtype=self.dtype)
+        args = nn.dtypes.promote_dtype(
+            query_BTD, keys_BSD, values_BSE, w_query_DA, w_key_DA, v_A, dtype=self.dtype
+        )
         context_BTE, weights_BTS = ops.additive_attention(*args, mask_BTS=mask_BTS)
         if self.sow_weights:
             self.sow("intermediates", "attention_weights", weights_BTS)
@@ -59,7 +60,8 @@ class LuongAttention(nn.Module):
         D = query_BTD.shape[-1]
         w = v = None
         if self.score == "general":
-            w = _param(self, "w", (D, D), ("embed", "embed"))
+            # One logical name may appear once per array, so the key side stays replicated.
+            w = _param(self, "w", (D, D), ("embed", None))
         elif self.score == "concat":
             A = self.hidden_size or D
             w = _param(self, "w", (2 * D, A), ("embed", "mlp"))
@@ -128,8 +130,16 @@ class MultiHeadAttention(nn.Module):
     sow_weights: bool = False
 
     @nn.compact
-    def __call__(self, inputs_q_BTD, inputs_kv_BSD=None, *, mask=None, bias=None,
-                 is_causal=False, deterministic=True):
+    def __call__(
+        self,
+        inputs_q_BTD,
+        inputs_kv_BSD=None,
+        *,
+        mask=None,
+        bias=None,
+        is_causal=False,
+        deterministic=True,
+    ):
         """Attend from `inputs_q_BTD` to `inputs_kv_BSD` (default: itself).
 
         Args:
@@ -144,13 +154,22 @@ class MultiHeadAttention(nn.Module):
         D = inputs_q_BTD.shape[-1]
         N = self.num_heads
         K = self.num_kv_heads or N
+        if self.head_dim is None and D % N:
+            raise ValueError(f"model dim {D} is not divisible by {N} heads; set head_dim")
+        if self.decode and inputs_kv_BSD is not None:
+            raise ValueError("decode mode caches self-attention keys/values; got inputs_kv_BSD")
         H = self.head_dim or D // N
         inputs_kv_BSD = inputs_q_BTD if inputs_kv_BSD is None else inputs_kv_BSD
 
         def projection(name, heads):
             return nn.DenseGeneral(
-                (heads, H), use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                kernel_init=nn.with_logical_partitioning(self.kernel_init, ("embed", "heads", "kv")),
+                (heads, H),
+                use_bias=self.use_bias,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=nn.with_logical_partitioning(
+                    self.kernel_init, ("embed", "heads", "kv")
+                ),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
                 name=name,
             )
@@ -166,8 +185,14 @@ class MultiHeadAttention(nn.Module):
         if self.dropout_rate > 0.0 and not deterministic:
             dropout_rng = self.make_rng("dropout")
         result = ops.dot_product_attention(
-            q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal,
-            dropout_rate=0.0 if deterministic else self.dropout_rate, dropout_rng=dropout_rng,
+            q_BTNH,
+            k_BSKH,
+            v_BSKH,
+            mask=mask,
+            bias=bias,
+            is_causal=is_causal,
+            dropout_rate=0.0 if deterministic else self.dropout_rate,
+            dropout_rng=dropout_rng,
             implementation="xla" if self.sow_weights else self.implementation,
             return_weights=self.sow_weights,
         )
@@ -177,7 +202,10 @@ class MultiHeadAttention(nn.Module):
         else:
             out_BTNH = result
         return nn.DenseGeneral(
-            self.out_features or D, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
+            self.out_features or D,
+            axis=(-2, -1),
+            use_bias=self.use_bias,
+            dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=nn.with_logical_partitioning(self.kernel_init, ("heads", "kv", "embed")),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
@@ -203,4 +231,3 @@ class MultiHeadAttention(nn.Module):
         index.value = i + T
         # Query t of this chunk sits at position i + t and attends cache slots s <= i + t.
         return cached_k.value, cached_v.value, ops.combine_masks(mask, ops.causal_mask(T, L, i))
-

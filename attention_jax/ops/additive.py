@@ -17,7 +17,7 @@ def additive_scores(query_proj_BTA, keys_proj_BSA, v_A):
 
 
 def attend(scores_BTS, values_BSE, mask_BTS=None):
-    """Normalise scores over keys and take the weighted sum of values: (context_BTE, weights_BTS)."""
+    """Softmax the scores over keys, then average the values: (context_BTE, weights_BTS)."""
     weights_BTS = masked_softmax(scores_BTS, mask_BTS)
     context_BTE = jnp.einsum("BTS,BSE->BTE", weights_BTS.astype(values_BSE.dtype), values_BSE)
     return context_BTE, weights_BTS

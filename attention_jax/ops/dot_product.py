@@ -55,7 +55,9 @@ def dot_product_attention(
         raise ValueError(f"query heads ({N}) must be a multiple of key/value heads ({K})")
     for name, x in (("mask", mask), ("bias", bias)):
         if x is not None and x.ndim not in (2, 4):
-            raise ValueError(f"{name} must be (T, S) or broadcastable to (B, N, T, S), got {x.shape}")
+            raise ValueError(
+                f"{name} must be (T, S) or broadcastable to (B, N, T, S), got {x.shape}"
+            )
     if dropout_rate > 0.0 and dropout_rng is None:
         raise ValueError("dropout_rate > 0 needs a dropout_rng")
     if implementation not in IMPLEMENTATIONS:
@@ -71,24 +73,52 @@ def dot_product_attention(
             raise ValueError(f"implementation='cudnn' needs a GPU; this is {jax.default_backend()}")
         if dropout_rate > 0.0:
             raise ValueError("implementation='cudnn' does not support attention dropout here")
-        mask = None if mask is None else jnp.broadcast_to(mask, (B, N, T, S)) if mask.ndim == 2 else mask
+        mask = (
+            None
+            if mask is None
+            else jnp.broadcast_to(mask, (B, N, T, S))
+            if mask.ndim == 2
+            else mask
+        )
         return jax.nn.dot_product_attention(
-            q_BTNH, k_BSKH, v_BSKH, bias=bias, mask=mask, is_causal=is_causal, scale=scale,
+            q_BTNH,
+            k_BSKH,
+            v_BSKH,
+            bias=bias,
+            mask=mask,
+            is_causal=is_causal,
+            scale=scale,
             implementation="cudnn",
         )
     if implementation == "chunked":
         return chunked.chunked_attention(
-            q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal, scale=scale,
-            dropout_rate=dropout_rate, dropout_rng=dropout_rng,
+            q_BTNH,
+            k_BSKH,
+            v_BSKH,
+            mask=mask,
+            bias=bias,
+            is_causal=is_causal,
+            scale=scale,
+            dropout_rate=dropout_rate,
+            dropout_rng=dropout_rng,
         )
     return _xla_attention(
-        q_BTNH, k_BSKH, v_BSKH, mask, bias, is_causal, scale, dropout_rate, dropout_rng,
+        q_BTNH,
+        k_BSKH,
+        v_BSKH,
+        mask,
+        bias,
+        is_causal,
+        scale,
+        dropout_rate,
+        dropout_rng,
         return_weights,
     )
 
 
-def _xla_attention(q_BTNH, k_BSKH, v_BSKH, mask, bias, is_causal, scale, dropout_rate,
-                   dropout_rng, return_weights):
+def _xla_attention(
+    q_BTNH, k_BSKH, v_BSKH, mask, bias, is_causal, scale, dropout_rate, dropout_rng, return_weights
+):
     """The reference path: materialise logits_BNTS, float32 softmax, einsum with values."""
     B, T, N, H = q_BTNH.shape
     S, K = k_BSKH.shape[1], k_BSKH.shape[2]

@@ -17,6 +17,7 @@ for Python. It evaluates, logs and checkpoints every N steps, resumes from the n
 that restores, and on SIGTERM saves and exits with status 0.
 """
 
+import functools
 import logging
 import signal
 import sys
@@ -34,7 +35,12 @@ from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 from attention_jax.training import optim, sharding
 from attention_jax.training.checkpoint import Checkpointer
 from attention_jax.training.config import validate
-from attention_jax.training.state import TrainState, create_train_state, make_init_fn
+from attention_jax.training.state import (
+    TrainState,
+    create_train_state,
+    make_init_fn,
+    overlay_params,
+)
 from attention_jax.training.writers import MetricWriter, Throughput, progress_bar
 
 logger = logging.getLogger(__name__)
@@ -139,31 +145,21 @@ class _JitRunner:
         self.step_fn = make_train_step(model, loss_fn, tx, config)
         self.eval_fn = make_eval_step(model, loss_fn)
 
-    def init_state(self, init, rng, example_batch):
+    def init_state(self, init, rng):
         state, shardings = create_train_state(
             init, rng, lambda a: sharding.logical_shardings(a, self.mesh, self.rules)
         )
         self.abstract_state = jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
         )
-        abstract_batch = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(
-                (x.shape[0] * jax.process_count(), *x.shape[1:]),
-                x.dtype,
-                sharding=self.batch_sharding,
-            ),
-            example_batch,
-        )
         replicated = NamedSharding(self.mesh, PartitionSpec())
-        self._train_step = (
-            jax.jit(
-                self.step_fn,
-                in_shardings=(shardings, self.batch_sharding),
-                out_shardings=(shardings, replicated, replicated),
-                donate_argnums=0,
-            )
-            .lower(self.abstract_state, abstract_batch)
-            .compile()
+        # Compiled on the first batch, and once more per new batch shape (e.g. BERT's switch
+        # from 128- to 512-token sequences); every step after that reuses the executable.
+        self._train_step = jax.jit(
+            self.step_fn,
+            in_shardings=(shardings, self.batch_sharding),
+            out_shardings=(shardings, replicated, replicated),
+            donate_argnums=0,
         )
         self._eval_step = jax.jit(
             self.eval_fn,
@@ -208,8 +204,7 @@ class _PmapRunner:
             make_eval_step(model, loss_fn, self.axis_name), axis_name=self.axis_name
         )
 
-    def init_state(self, init, rng, example_batch):
-        del example_batch
+    def init_state(self, init, rng):
         device = SingleDeviceSharding(self.devices[0])
         state, _ = create_train_state(init, rng, lambda abstract: device)
         self.abstract_state = jax.tree.map(
@@ -307,13 +302,14 @@ class _MetricSums:
         return {name: self.sums[name] / max(self.counts[name], 1e-12) for name in self.sums}
 
 
-def evaluate(runner, state, eval_data, num_eval_steps=None) -> dict[str, float]:
-    """Averages eval metrics over `eval_data()` (or its first `num_eval_steps` batches)."""
+def evaluate(eval_step, eval_data, num_eval_steps=None) -> dict[str, float]:
+    """Averages the (sum, count) metrics of `eval_step(batch)` over `eval_data()` (or its first
+    `num_eval_steps` batches)."""
     sums = _MetricSums()
     for i, batch in enumerate(eval_data()):
         if num_eval_steps is not None and i >= num_eval_steps:
             break
-        sums.add(jax.device_get(runner.eval_step(state, runner.put_batch(batch))))
+        sums.add(jax.device_get(eval_step(batch)))
     return sums.means()
 
 
@@ -325,6 +321,7 @@ def train(
     init_args,
     eval_data=None,
     flops_per_example: float | None = None,
+    init_params=None,
 ) -> TrainState:
     """Trains `model` to `config.num_train_steps`, resuming from `<workdir>/checkpoints`.
 
@@ -339,6 +336,9 @@ def train(
       eval_data: callable returning a fresh iterable of eval batches; rows per batch must be
         divisible by the number of batch shards.
       flops_per_example: training FLOPs per example for the MFU estimate.
+      init_params: pretrained parameters (a nested dict matching part of the model's "params",
+        e.g. {"bert": encoder}) that replace the fresh initialisation; a resumed run ignores
+        them and continues from its checkpoint.
 
     Returns:
       The final TrainState (replicated over local devices in pmap mode).
@@ -358,7 +358,10 @@ def train(
     _check_batch(config, peeked, runner.batch_shards)
     example = {k: np.zeros_like(v[:1]) for k, v in peeked.items()}
     init = make_init_fn(model, tx, tuple(init_args(example)))
-    state = runner.init_state(init, jax.random.PRNGKey(config.seed), peeked)
+    state = runner.init_state(init, jax.random.PRNGKey(config.seed))
+    if init_params is not None:
+        params = overlay_params(runner.checkpoint_view(state).params, init_params)
+        state = runner.from_checkpoint(runner.checkpoint_view(state).replace(params=params))
 
     checkpointer = Checkpointer(config, model) if config.checkpoint_every_steps else None
     if checkpointer is not None:
@@ -415,6 +418,9 @@ class _Loop:
             f"{message}; training halted, last checkpoint kept (nan_policy='skip' skips such steps)"
         )
 
+    def _eval_step(self, state, batch):
+        return self.runner.eval_step(state, self.runner.put_batch(batch))
+
     def _save(self, step, state, eval_metrics) -> None:
         if self.checkpointer is not None:
             self.checkpointer.save(
@@ -451,7 +457,11 @@ class _Loop:
                 self.train_sums = _MetricSums()
             eval_metrics = None
             if do_eval:
-                eval_metrics = evaluate(self.runner, state, self.eval_data, config.num_eval_steps)
+                eval_metrics = evaluate(
+                    functools.partial(self._eval_step, state),
+                    self.eval_data,
+                    config.num_eval_steps,
+                )
                 self.writer.write_scalars(step, "eval", eval_metrics)
             if save:
                 self._save(step, state, eval_metrics)

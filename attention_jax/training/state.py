@@ -12,7 +12,9 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from flax import traverse_util
 
 
 @flax.struct.dataclass
@@ -67,3 +69,23 @@ def create_train_state(
     shardings = shardings_fn(abstract)
     state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(rng)
     return state, shardings
+
+
+def overlay_params(params, pretrained):
+    """`params` with the leaves that `pretrained` has (same nesting) replaced, layouts kept.
+
+    Raises a one-line ValueError for a pretrained leaf the model lacks or has in another shape.
+    """
+    flat = traverse_util.flatten_dict(params)
+    for path, value in traverse_util.flatten_dict(pretrained).items():
+        name = "/".join(path)
+        if path not in flat:
+            raise ValueError(f"pretrained parameter {name} is not a parameter of the model")
+        leaf = flat[path]
+        if np.shape(value) != leaf.shape:
+            raise ValueError(
+                f"pretrained parameter {name} has shape {np.shape(value)}, the model {leaf.shape}"
+            )
+        value = np.asarray(value, leaf.dtype)
+        flat[path] = jax.device_put(value, leaf.sharding) if isinstance(leaf, jax.Array) else value
+    return traverse_util.unflatten_dict(flat)

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from attention_jax import checkpoint
 from tests.training import tiny_classifier, tiny_runs
@@ -94,3 +95,28 @@ def test_nan_policy_skip_drops_the_update(tmp_path, caplog, xla_cache):
     assert int(state.step) == 6
     assert any("step 5" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
     assert all(np.all(np.isfinite(v)) for v in tiny_runs.flat_params(state.params).values())
+
+
+def _nested(name, value):
+    return traverse_util.unflatten_dict({tuple(name.split("/")): value})
+
+
+def test_init_params_replace_the_fresh_initialisation(tmp_path, xla_cache):
+    """Warm start (fine-tuning from pretrained weights): with a zero learning rate the given
+    leaf keeps its pretrained value and every other leaf its fresh initialisation."""
+
+    def run(name, **kwargs):
+        c = tiny_classifier.config(tmp_path / name, num_train_steps=1, learning_rate=0.0)
+        return tiny_runs.flat_params(tiny_classifier.run(c, **kwargs).params)
+
+    fresh = run("fresh")
+    name = sorted(fresh)[0]
+    pretrained = np.full(fresh[name].shape, 0.5, np.float32)
+    warm = run("warm", init_params=_nested(name, pretrained))
+    np.testing.assert_array_equal(warm[name], pretrained)
+    del warm[name], fresh[name]
+    _assert_params_equal(warm, fresh)
+    with pytest.raises(ValueError, match="missing/kernel is not a parameter of the model"):
+        run("bad_name", init_params=_nested("missing/kernel", pretrained))
+    with pytest.raises(ValueError, match=f"{name} has shape"):
+        run("bad_shape", init_params=_nested(name, pretrained[None]))

@@ -152,7 +152,7 @@ def config(workdir, **overrides):
     return c
 
 
-def run(c, poison_batch=-1, sleep=0.0, eval_data=None):
+def run(c, poison_batch=-1, sleep=0.0, eval_data=None, init_params=None):
     """Trains the tiny classifier under config `c` and returns the final TrainState."""
     return training.train(
         c,
@@ -161,4 +161,5 @@ def run(c, poison_batch=-1, sleep=0.0, eval_data=None):
         train_data(c.batch_size, poison_batch, sleep),
         init_args,
         eval_data=eval_data,
+        init_params=init_params,
     )

@@ -1,0 +1,70 @@
+"""End to end: a short `experiments/pretrain_bert.py` run, then the notebook on its checkpoint."""
+
+import gzip
+import itertools
+import pathlib
+import subprocess
+import sys
+
+import nbclient
+import nbformat
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pretrain")
+    corpus = tmp / "corpus"
+    corpus.mkdir()
+    with gzip.open(ROOT / "corpora/web_bible/web.en.txt.gz", "rt") as f:
+        (corpus / "part.txt").write_text("".join(itertools.islice(f, 3000)))
+    workdir = tmp / "run"
+    overrides = {
+        "data.corpus_dir": corpus,
+        "data.output_dir": tmp / "data",
+        "data.vocab_size": 1000,
+        "data.dupe_factor": 1,
+        "train.workdir": workdir,
+        "train.num_train_steps": 6,
+        "train.batch_size": 8,
+        "train.warmup_steps": 2,
+        "train.eval_every_steps": 3,
+        "train.num_eval_steps": 2,
+        "train.log_every_steps": 3,
+        "train.checkpoint_every_steps": 3,
+        "train.progress_bar": False,
+    }
+    result = subprocess.run(
+        [sys.executable, "experiments/pretrain_bert.py"]
+        + [f"--config.{k}={v}" for k, v in overrides.items()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "masked-LM loss" in result.stdout and "unigram baseline" in result.stdout
+    return workdir
+
+
+def test_pretraining_writes_checkpoints_events_and_tokenizer(run_dir):
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "3",
+        "6",
+    ]
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert (run_dir / "spm.model").is_file()
+
+
+def test_notebook_executes_against_the_checkpoint(run_dir, tmp_path, monkeypatch):
+    notebook = nbformat.read(ROOT / "notebooks/bert_attention.ipynb", as_version=4)
+    monkeypatch.setenv("ATTENTION_JAX_RUN", str(run_dir))
+    nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum(o.output_type == "display_data" for o in outputs) == 2
+    assert (tmp_path / "bert_attention_heads.png").stat().st_size > 10_000
