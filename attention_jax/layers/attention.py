@@ -7,6 +7,7 @@ B batch, T query length, S key length, D model dim, N query heads, K key/value h
 H head dim, A attention hidden size, R hops, L cache length.
 """
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -101,6 +102,40 @@ class StructuredSelfAttention(nn.Module):
         return embedding_BRD, weights_BRS
 
 
+class HeadsDense(nn.Module):
+    """A dense layer into or out of heads, `einsum(equation, x, kernel) + bias`.
+
+    The kernel is created in its multi-axis shape (e.g. D×N×H) so each axis carries its own
+    logical name for sharding, but initialised as the flat (fan-in × fan-out) matrix it is.
+    The bias covers the output axes.
+    """
+
+    equation: str
+    kernel_shape: tuple[int, ...]
+    kernel_axes: tuple[str, ...]
+    num_in_dims: int
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Any = default_kernel_init
+
+    @nn.compact
+    def __call__(self, x):
+        shape, k = self.kernel_shape, self.num_in_dims
+        flat = (math.prod(shape[:k]), math.prod(shape[k:]))
+
+        def init(key, shape, dtype):
+            return self.kernel_init(key, flat, dtype).reshape(shape)
+
+        kernel = _param(self, "kernel", shape, self.kernel_axes, init)
+        bias = None
+        if self.use_bias:
+            bias = _param(self, "bias", shape[k:], self.kernel_axes[k:], nn.initializers.zeros)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = jnp.einsum(self.equation, x, kernel)
+        return y if bias is None else y + bias
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention (Vaswani et al. 2017, section 3.2.2) with grouped key/value heads.
 
@@ -162,15 +197,15 @@ class MultiHeadAttention(nn.Module):
         inputs_kv_BSD = inputs_q_BTD if inputs_kv_BSD is None else inputs_kv_BSD
 
         def projection(name, heads):
-            return nn.DenseGeneral(
-                (heads, H),
+            return HeadsDense(
+                "BTD,DNH->BTNH",
+                (D, heads, H),
+                ("embed", "heads", "kv"),
+                num_in_dims=1,
                 use_bias=self.use_bias,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
-                kernel_init=nn.with_logical_partitioning(
-                    self.kernel_init, ("embed", "heads", "kv")
-                ),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
+                kernel_init=self.kernel_init,
                 name=name,
             )
 
@@ -201,14 +236,15 @@ class MultiHeadAttention(nn.Module):
             self.sow("intermediates", "attention_weights", weights_BNTS)
         else:
             out_BTNH = result
-        return nn.DenseGeneral(
-            self.out_features or D,
-            axis=(-2, -1),
+        return HeadsDense(
+            "BTNH,NHD->BTD",
+            (N, H, self.out_features or D),
+            ("heads", "kv", "embed"),
+            num_in_dims=2,
             use_bias=self.use_bias,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=nn.with_logical_partitioning(self.kernel_init, ("heads", "kv", "embed")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            kernel_init=self.kernel_init,
             name="out",
         )(out_BTNH)
 

@@ -17,6 +17,7 @@ for Python. It evaluates, logs and checkpoints every N steps, resumes from the n
 that restores, and on SIGTERM saves and exits with status 0.
 """
 
+import contextlib
 import functools
 import logging
 import signal
@@ -130,11 +131,9 @@ def make_eval_step(model, loss_fn, axis_name=None):
 class _JitRunner:
     """Global arrays over the mesh; the step is compiled once with in/out shardings.
 
-    Parameter layouts come from the logical axis names through `out_shardings`, and XLA
-    propagates them to activations. The model is traced without a global mesh (so
-    `nn.with_logical_constraint` inside models is a no-op): under `jax.set_mesh` Flax checks
-    DenseGeneral kernels with several output axes (as in `layers.MultiHeadAttention`) by
-    constraining the flat kernel with the 3-axis names, which fails.
+    Parameter layouts come from the logical axis names through `out_shardings`; the model is
+    traced under the mesh and the logical axis rules, so `nn.with_logical_constraint` on
+    activations inside models takes effect too.
     """
 
     def __init__(self, config, model, loss_fn, tx):
@@ -144,6 +143,13 @@ class _JitRunner:
         self.batch_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         self.step_fn = make_train_step(model, loss_fn, tx, config)
         self.eval_fn = make_eval_step(model, loss_fn)
+
+    def tracing(self):
+        """The context every trace of the model runs in."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(jax.set_mesh(self.mesh))
+        stack.enter_context(nn.logical_axis_rules(self.rules))
+        return stack
 
     def init_state(self, init, rng):
         state, shardings = create_train_state(
@@ -203,6 +209,9 @@ class _PmapRunner:
         self._eval_step = jax.pmap(
             make_eval_step(model, loss_fn, self.axis_name), axis_name=self.axis_name
         )
+
+    def tracing(self):
+        return contextlib.nullcontext()
 
     def init_state(self, init, rng):
         device = SingleDeviceSharding(self.devices[0])
@@ -376,7 +385,9 @@ def train(
 
     loop = _Loop(config, runner, checkpointer, eval_data, flops_per_example)
     try:
-        return loop.run(state, train_iter, peeked)
+        # Initialisation ran outside the mesh (its example batch has one row); steps run inside.
+        with runner.tracing():
+            return loop.run(state, train_iter, peeked)
     finally:
         loop.close()
 
