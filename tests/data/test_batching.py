@@ -88,10 +88,12 @@ def test_state_restores_the_exact_continuation_across_epochs():
 
 def test_phased_batches_switch_after_their_count_and_resume_exactly():
     def phases():
-        return PhasedBatches([
-            (3, pretraining_batches(Source(), 4, seed=0)),
-            (2, pretraining_batches(Source(), 6, seed=1)),
-        ])
+        return PhasedBatches(
+            [
+                (3, pretraining_batches(Source(), 4, seed=0)),
+                (2, pretraining_batches(Source(), 6, seed=1)),
+            ]
+        )
 
     full = take(phases(), 8)
     assert [len(b["id"]) for b in full] == [4, 4, 4, 6, 6, 6, 6, 6]  # the last phase runs on

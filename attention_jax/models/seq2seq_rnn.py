@@ -1,0 +1,439 @@
+"""RNN encoder-decoders with attention: Bahdanau, Cho & Bengio (2015) and Luong, Pham & Manning
+(2015).
+
+Encoder: a (bidirectional) LSTM or GRU over the source embeddings; the annotation of token j is
+h_j = [→h_j; ←h_j] (Bahdanau section 3.2). The backward direction reads each sequence from its
+last real token, so padding never enters a real state.
+
+Decoder, one step i with previous target token y_{i-1} (teacher-forced in training):
+
+- "none": s_i = RNN(s_{i-1}, E y_{i-1}), logits = W_o s_i (the plain encoder-decoder).
+- "bahdanau" (eqs. 4-6, appendix A.2.2): the previous state asks, e_ij = v_aᵀ tanh(W_a s_{i-1} +
+  U_a h_j), α_ij = softmax_j(e_ij), c_i = Σ_j α_ij h_j; s_i = RNN(s_{i-1}, [E y_{i-1}; c_i]); a
+  deep output t_i = maxout(U_o s_i + V_o E y_{i-1} + C_o c_i) with pairs, logits = W_o t_i.
+  U_a h_j does not depend on i, so it is computed once per source (their footnote in A.1.2).
+- "luong_dot" | "luong_general" | "luong_concat" (sections 3.1, 3.3): the current top state
+  asks, h_t = RNN(h_{t-1}, [E y_{t-1}; h̃_{t-1}]) with input feeding (or E y_{t-1} alone),
+  a_t = align(h_t, h̄_s) with score dot / general / concat (eq. 8), c_t = Σ_s a_ts h̄_s,
+  h̃_t = tanh(W_c [c_t; h_t]) (eq. 5), logits = W_s h̃_t (eq. 6). Luong's keys must be the size
+  of h_t: "general" and "concat" project the annotations when they are not; "dot" requires it.
+
+The decoder starts from s_0 = tanh(W_s [→h_n; ←h_1]) for every decoder layer (Bahdanau's
+initialisation, using both directions), with zero LSTM memory cells.
+
+Recurrences are `lax.scan`s whose carry is one array: all directions of an encoder layer step
+together, and an LSTM's h and c are concatenated (XLA:CPU is slow on scans with many small
+carries). Input projections of the encoder are computed for all positions before the scan.
+
+B batch, S source length, T target length, d directions, H encoder hidden size, D decoder hidden
+size, E annotation size (d·H), M embedding size, A attention hidden size, G gates × hidden size,
+X carried state size (H for a GRU, 2H for an LSTM), Y layers, V vocabulary size.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attention_jax.layers import LuongAttention
+from attention_jax.models.transformer import PAD_ID, check_dtype_names, loss_fn
+from attention_jax.ops.additive import additive_scores, attend
+
+CELLS = ("lstm", "gru")
+ATTENTIONS = ("none", "bahdanau", "luong_dot", "luong_general", "luong_concat")
+GATES = {"lstm": 4, "gru": 3}
+
+__all__ = ["Seq2SeqRNN", "Seq2SeqRNNConfig", "loss_fn", "start_decoding"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqRNNConfig:
+    """RNN encoder-decoder hyper-parameters; every field is JSON-friendly.
+
+    Attributes:
+      vocab_size: V, the joint source/target vocabulary (id 0 is padding); source and target
+        keep separate embedding tables.
+      cell: "lstm" or "gru" (Bahdanau's gated unit, appendix A.1.1).
+      attention: "none", "bahdanau", "luong_dot", "luong_general" or "luong_concat".
+      embed_size: M, word embedding size.
+      encoder_hidden_size: H, per direction.
+      decoder_hidden_size: D.
+      num_encoder_layers: stacked encoder layers (each bidirectional when `bidirectional`).
+      num_decoder_layers: stacked decoder layers; attention reads the top one.
+      bidirectional: read the source in both directions.
+      attention_hidden_size: A, for "bahdanau" and "luong_concat".
+      readout_size: maxout units of Bahdanau's deep output (l = 500 in the paper).
+      input_feeding: Luong only: feed h̃_{t-1} into the next step's input (section 3.3).
+      dropout_rate: on embeddings, between stacked layers and before the output layer.
+      label_smoothing: ε of the training loss (0 in both papers).
+      dtype: compute dtype name of the matrix products; gates, states and softmax stay float32.
+      param_dtype: parameter storage dtype name.
+    """
+
+    vocab_size: int
+    cell: str = "lstm"
+    attention: str = "bahdanau"
+    embed_size: int = 256
+    encoder_hidden_size: int = 256
+    decoder_hidden_size: int = 512
+    num_encoder_layers: int = 1
+    num_decoder_layers: int = 1
+    bidirectional: bool = True
+    attention_hidden_size: int = 256
+    readout_size: int = 256
+    input_feeding: bool = True
+    dropout_rate: float = 0.2
+    label_smoothing: float = 0.0
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.attention == "luong_dot" and self.annotation_size != self.decoder_hidden_size:
+            raise ValueError(
+                f"luong_dot needs annotations ({self.annotation_size}) the size of the decoder "
+                f"state ({self.decoder_hidden_size})"
+            )
+        check_dtype_names(self)
+
+    @property
+    def annotation_size(self):
+        """E = d·H, the size of an encoder annotation h_j."""
+        return self.encoder_hidden_size * (2 if self.bidirectional else 1)
+
+    @classmethod
+    def rnnsearch(cls, vocab_size, **overrides):
+        """RNNsearch (Bahdanau et al.): GRU, 620-d embeddings, 1000 units, maxout 500."""
+        shape = dict(
+            cell="gru",
+            attention="bahdanau",
+            embed_size=620,
+            encoder_hidden_size=1000,
+            decoder_hidden_size=1000,
+            attention_hidden_size=1000,
+            readout_size=500,
+            dropout_rate=0.0,
+        )
+        return cls(vocab_size=vocab_size, **{**shape, **overrides})
+
+    @classmethod
+    def luong(cls, vocab_size, score="general", **overrides):
+        """Luong et al.: 4-layer unidirectional LSTM, 1000 units and embeddings, input feeding."""
+        shape = dict(
+            cell="lstm",
+            attention=f"luong_{score}",
+            embed_size=1000,
+            encoder_hidden_size=1000,
+            decoder_hidden_size=1000,
+            attention_hidden_size=1000,
+            num_encoder_layers=4,
+            num_decoder_layers=4,
+            bidirectional=False,
+            dropout_rate=0.2,
+        )
+        return cls(vocab_size=vocab_size, **{**shape, **overrides})
+
+    @classmethod
+    def small(cls, vocab_size, attention="bahdanau", **overrides):
+        """Multi30k-sized: bidirectional LSTM 256 per direction, decoder 512, one layer each."""
+        return cls(vocab_size=vocab_size, attention=attention, **overrides)
+
+
+def _dtypes(config):
+    return jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
+
+
+def _param(module, name, shape, axes, init):
+    return module.param(
+        name, nn.with_logical_partitioning(init, axes), shape, _dtypes(module.config)[1]
+    )
+
+
+def _dense(config, features, axes, name, use_bias=True):
+    dtype, param_dtype = _dtypes(config)
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
+        name=name,
+    )
+
+
+def _embed(config, name):
+    dtype, param_dtype = _dtypes(config)
+    init = nn.initializers.normal(stddev=config.embed_size**-0.5)
+    return nn.Embed(
+        config.vocab_size,
+        config.embed_size,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        embedding_init=nn.with_logical_partitioning(init, ("vocab", "embed")),
+        name=name,
+    )
+
+
+def _matmul(equation, x, w, dtype):
+    """A product in the compute dtype whose result returns to float32 for the gates."""
+    return jnp.einsum(equation, x.astype(dtype), w.astype(dtype)).astype(jnp.float32)
+
+
+def rnn_cell(cell, xw_G, state_X, u_HG, equation, dtype):
+    """One LSTM or GRU step given the input projection xw = W x + b: the new state_X.
+
+    LSTM (Hochreiter & Schmidhuber; gates i, f, g, o): c' = σ(f) c + σ(i) tanh(g),
+    h' = σ(o) tanh(c'), state = [h'; c']. GRU (Bahdanau appendix A.1.1): r, z = σ(W x + U h),
+    h̃ = tanh(W x + U (r ⊙ h)), h' = (1 − z) h + z h̃. `equation` multiplies h by u_HG, e.g.
+    "BH,HG->BG", or "BdH,dHG->BdG" for several directions at once.
+    """
+    H = u_HG.shape[-2]
+    h_H = state_X[..., :H]
+    if cell == "lstm":
+        i, f, g, o = jnp.split(xw_G + _matmul(equation, h_H, u_HG, dtype), 4, axis=-1)
+        c_H = jax.nn.sigmoid(f) * state_X[..., H:] + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return jnp.concatenate([jax.nn.sigmoid(o) * jnp.tanh(c_H), c_H], axis=-1)
+    rz = jax.nn.sigmoid(xw_G[..., : 2 * H] + _matmul(equation, h_H, u_HG[..., : 2 * H], dtype))
+    r_H, z_H = jnp.split(rz, 2, axis=-1)
+    candidate_H = jnp.tanh(
+        xw_G[..., 2 * H :] + _matmul(equation, r_H * h_H, u_HG[..., 2 * H :], dtype)
+    )
+    return (1.0 - z_H) * h_H + z_H * candidate_H
+
+
+def _state_size(config, hidden):
+    return 2 * hidden if config.cell == "lstm" else hidden
+
+
+def reverse_within_lengths(x_BS, lengths_B):
+    """Each row's first `length` entries reversed, padding left in place (an involution)."""
+    t_S = jnp.arange(x_BS.shape[1])
+    index_BS = jnp.where(t_S < lengths_B[:, None], lengths_B[:, None] - 1 - t_S, t_S)
+    index = index_BS.reshape(index_BS.shape + (1,) * (x_BS.ndim - 2))
+    return jnp.take_along_axis(x_BS, index, axis=1)
+
+
+class Encoder(nn.Module):
+    """Stacked (bidirectional) RNN: (annotations_BSE, final_BdH of the top layer).
+
+    Annotations at padding positions are zero; the final state of each direction is the one after
+    its last real token (→h_n forward, ←h_1 backward).
+    """
+
+    config: Seq2SeqRNNConfig
+
+    @nn.compact
+    def __call__(self, src_BS, deterministic=True):
+        c = self.config
+        dtype = _dtypes(c)[0]
+        d, H = (2 if c.bidirectional else 1), c.encoder_hidden_size
+        G = GATES[c.cell] * H
+        dropout = nn.Dropout(c.dropout_rate)
+        valid_BS = src_BS != PAD_ID
+        lengths_B = valid_BS.sum(axis=1)
+        x_BSI = dropout(_embed(c, "embed")(src_BS), deterministic=deterministic)
+        for layer in range(c.num_encoder_layers):
+            w_IdG = _param(
+                self,
+                f"w_x_{layer}",
+                (x_BSI.shape[-1], d, G),
+                ("embed", None, "mlp"),
+                nn.initializers.xavier_uniform(in_axis=0, out_axis=-1, batch_axis=(1,)),
+            )
+            u_dHG = _param(
+                self, f"u_{layer}", (d, H, G), (None, "embed", "mlp"), nn.initializers.orthogonal()
+            )
+            b_dG = _param(self, f"b_{layer}", (d, G), (None, "mlp"), nn.initializers.zeros)
+            xw_BSdG = _matmul("BSI,IdG->BSdG", x_BSI, w_IdG, dtype) + b_dG.astype(jnp.float32)
+            if c.bidirectional:
+                backward_BSG = reverse_within_lengths(xw_BSdG[:, :, 1], lengths_B)
+                xw_BSdG = jnp.stack([xw_BSdG[:, :, 0], backward_BSG], axis=2)
+
+            def step(state_BdX, xs, u_dHG=u_dHG):
+                xw_BdG, valid_B = xs
+                new_BdX = rnn_cell(c.cell, xw_BdG, state_BdX, u_dHG, "BdH,dHG->BdG", dtype)
+                # Padding leaves the state as it was, so the final carry is the last real state.
+                state_BdX = jnp.where(valid_B[:, None, None], new_BdX, state_BdX)
+                return state_BdX, state_BdX[..., :H]
+
+            state_BdX = jnp.zeros((src_BS.shape[0], d, _state_size(c, H)), jnp.float32)
+            xs = (jnp.swapaxes(xw_BSdG, 0, 1), jnp.swapaxes(valid_BS, 0, 1))
+            state_BdX, h_SBdH = jax.lax.scan(step, state_BdX, xs)
+            h_BSdH = jnp.swapaxes(h_SBdH, 0, 1)
+            if c.bidirectional:
+                backward_BSH = reverse_within_lengths(h_BSdH[:, :, 1], lengths_B)
+                h_BSdH = jnp.stack([h_BSdH[:, :, 0], backward_BSH], axis=2)
+            h_BSE = jnp.where(valid_BS[:, :, None], h_BSdH.reshape(*h_BSdH.shape[:2], d * H), 0.0)
+            x_BSI = h_BSE
+            if layer < c.num_encoder_layers - 1:
+                x_BSI = dropout(h_BSE, deterministic=deterministic)
+        return x_BSI, state_BdX[..., :H]
+
+
+class DecoderCell(nn.Module):
+    """One decoder step: (carry, y_{i-1}) -> (carry, (logits_BV, weights_BS)).
+
+    The carry is {"rnn": state_YBX} plus {"feed": h̃_BD} with Luong input feeding. `memory` holds
+    "annotations" (values, B×S×E), "keys" (B×S×A precomputed U_a h_j for Bahdanau, B×S×D for
+    Luong) and "mask" (B×S, True for real source tokens). "none" gives all-zero weights.
+    """
+
+    config: Seq2SeqRNNConfig
+
+    @nn.compact
+    def __call__(self, carry, token_B, memory, deterministic=True):
+        c = self.config
+        dtype = _dtypes(c)[0]
+        D, A = c.decoder_hidden_size, c.attention_hidden_size
+        dropout = nn.Dropout(c.dropout_rate)
+        luong = c.attention.startswith("luong")
+        state_YBX = carry["rnn"]
+        mask_B1S = memory["mask"][:, None, :]
+        emb_BM = dropout(_embed(c, "embed")(token_B), deterministic=deterministic)
+
+        inputs = [emb_BM]
+        if c.attention == "bahdanau":
+            w_query_DA = _param(
+                self, "w_query", (D, A), ("embed", "mlp"), nn.initializers.xavier_uniform()
+            )
+            v_A = _param(self, "v", (A,), ("mlp",), nn.initializers.normal(A**-0.5))
+            query_B1A = _matmul("BD,DA->BA", state_YBX[-1, :, :D], w_query_DA, dtype)[:, None]
+            scores_B1S = additive_scores(query_B1A, memory["keys"].astype(jnp.float32), v_A)
+            context_B1E, weights_B1S = attend(scores_B1S, memory["annotations"], mask_B1S)
+            inputs.append(context_B1E[:, 0])
+        elif luong and c.input_feeding:
+            inputs.append(carry["feed"])
+
+        x_BI, new_states = jnp.concatenate(inputs, axis=-1), []
+        for layer in range(c.num_decoder_layers):
+            w_IG = _param(
+                self,
+                f"w_x_{layer}",
+                (x_BI.shape[-1], GATES[c.cell] * D),
+                ("embed", "mlp"),
+                nn.initializers.xavier_uniform(),
+            )
+            u_DG = _param(
+                self,
+                f"u_{layer}",
+                (D, GATES[c.cell] * D),
+                ("embed", "mlp"),
+                nn.initializers.orthogonal(),
+            )
+            b_G = _param(self, f"b_{layer}", (GATES[c.cell] * D,), ("mlp",), nn.initializers.zeros)
+            xw_BG = _matmul("BI,IG->BG", x_BI, w_IG, dtype) + b_G.astype(jnp.float32)
+            new_states.append(rnn_cell(c.cell, xw_BG, state_YBX[layer], u_DG, "BH,HG->BG", dtype))
+            x_BI = new_states[-1][:, :D]
+            if layer < c.num_decoder_layers - 1:
+                x_BI = dropout(x_BI, deterministic=deterministic)
+        h_BD = x_BI
+        carry = {**carry, "rnn": jnp.stack(new_states)}
+
+        if c.attention == "none":
+            out_BO, weights_B1S = h_BD, jnp.zeros(mask_B1S.shape, jnp.float32)
+        elif c.attention == "bahdanau":
+            readout_B2R = _dense(c, 2 * c.readout_size, ("embed", "mlp"), "readout")(
+                jnp.concatenate([h_BD, emb_BM, context_B1E[:, 0]], axis=-1)
+            )
+            out_BO = readout_B2R.reshape(-1, c.readout_size, 2).max(axis=-1)  # maxout, pairs
+        else:
+            context_B1E, weights_B1S = LuongAttention(
+                c.attention.removeprefix("luong_"),
+                hidden_size=A,
+                dtype=dtype,
+                param_dtype=_dtypes(c)[1],
+                name="attention",
+            )(h_BD[:, None], memory["keys"], memory["annotations"], mask_B1S)
+            attentional_in = jnp.concatenate([context_B1E[:, 0], h_BD], axis=-1)
+            out_BO = jnp.tanh(_dense(c, D, ("embed", "mlp"), "w_c", use_bias=False)(attentional_in))
+            if c.input_feeding:
+                carry["feed"] = out_BO.astype(jnp.float32)
+        out_BO = dropout(out_BO, deterministic=deterministic)
+        logits_BV = _dense(c, c.vocab_size, ("embed", "vocab"), "logits")(out_BO)
+        return carry, (logits_BV.astype(jnp.float32), weights_B1S[:, 0])
+
+
+class Seq2SeqRNN(nn.Module):
+    """The encoder-decoder; `__call__(src_BS, tgt_in_BT)` gives teacher-forced logits_BTV."""
+
+    config: Seq2SeqRNNConfig
+
+    def setup(self):
+        c = self.config
+        D = c.decoder_hidden_size
+        self.encoder = Encoder(c)
+        self.bridge = _dense(c, c.num_decoder_layers * D, ("embed", "mlp"), "bridge")
+        if c.attention == "bahdanau":
+            self.key_projection = _dense(
+                c, c.attention_hidden_size, ("embed", "mlp"), "key_projection", use_bias=False
+            )
+        elif c.attention != "luong_dot" and c.annotation_size != D:
+            self.key_projection = _dense(c, D, ("embed", "mlp"), "key_projection", use_bias=False)
+        else:
+            self.key_projection = None
+        self.cell = DecoderCell(c)
+
+    def encode(self, src_BS, *, deterministic=True):
+        """Returns (memory, carry): what every decoder step reads, and the initial state."""
+        c = self.config
+        annotations_BSE, final_BdH = self.encoder(src_BS, deterministic)
+        keys = annotations_BSE
+        if self.key_projection is not None:
+            keys = self.key_projection(annotations_BSE)
+        memory = {"annotations": annotations_BSE, "keys": keys, "mask": src_BS != PAD_ID}
+        B, D = src_BS.shape[0], c.decoder_hidden_size
+        s0_BYD = jnp.tanh(self.bridge(final_BdH.reshape(B, -1))).astype(jnp.float32)
+        s0_YBD = jnp.swapaxes(s0_BYD.reshape(B, c.num_decoder_layers, D), 0, 1)
+        if c.cell == "lstm":
+            s0_YBD = jnp.concatenate([s0_YBD, jnp.zeros_like(s0_YBD)], axis=-1)
+        carry = {"rnn": s0_YBD}
+        if c.attention.startswith("luong") and c.input_feeding:
+            carry["feed"] = jnp.zeros((B, D), jnp.float32)
+        return memory, carry
+
+    def step(self, memory, carry, tokens_B):
+        """One decoding step from the previous tokens: (logits_BV, weights_BS, carry)."""
+        carry, (logits_BV, weights_BS) = self.cell(carry, tokens_B, memory)
+        return logits_BV, weights_BS, carry
+
+    def decode(self, memory, carry, tgt_in_BT, *, deterministic=True):
+        """Teacher forcing over `tgt_in_BT` ([BOS] y₁ …): (logits_BTV, weights_BTS, carry)."""
+
+        def body(cell, carry, token_B, memory):
+            return cell(carry, token_B, memory, deterministic)
+
+        scan = nn.scan(
+            body,
+            variable_broadcast="params",
+            split_rngs={"params": False, "dropout": True},
+            in_axes=(1, nn.broadcast),
+            out_axes=1,
+        )
+        carry, (logits_BTV, weights_BTS) = scan(self.cell, carry, tgt_in_BT, memory)
+        return logits_BTV, weights_BTS, carry
+
+    def __call__(self, src_BS, tgt_in_BT, *, deterministic=True, return_weights=False):
+        """logits_BTV, or (logits_BTV, weights_BTS) with the source × target alignments."""
+        memory, carry = self.encode(src_BS, deterministic=deterministic)
+        logits_BTV, weights_BTS, _ = self.decode(
+            memory, carry, tgt_in_BT, deterministic=deterministic
+        )
+        return (logits_BTV, weights_BTS) if return_weights else logits_BTV
+
+
+def start_decoding(model, params, src_BS):
+    """Encodes the source once; returns `(step_fn, state)` for `attention_jax.decoding`."""
+    memory, carry = model.apply({"params": params}, src_BS, method=Seq2SeqRNN.encode)
+
+    def step_fn(state, tokens_B):
+        logits_BV, _, carry = model.apply(
+            {"params": params}, state["memory"], state["carry"], tokens_B, method=Seq2SeqRNN.step
+        )
+        return logits_BV, {**state, "carry": carry}
+
+    return step_fn, {"memory": memory, "carry": carry}

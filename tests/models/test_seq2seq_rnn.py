@@ -1,0 +1,144 @@
+"""RNN encoder-decoder (Bahdanau et al. 2015; Luong et al. 2015): the bidirectional LSTM/GRU
+encoder against a NumPy float64 reference run per example without padding, every attention type's
+alignments, and teacher forcing equal to step-by-step decoding.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attention_jax.models import seq2seq_rnn as rnn
+from tests.models.test_transformer import random_batch, random_params
+
+SMALL = dict(
+    vocab_size=20,
+    embed_size=6,
+    encoder_hidden_size=5,
+    decoder_hidden_size=10,
+    attention_hidden_size=7,
+    readout_size=4,
+    dropout_rate=0.0,
+)
+LENGTHS = [6, 4, 1]
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def reference_direction(cell, x_SI, w_IG, u_HG, b_G):
+    """Runs one direction over real tokens only: hidden states h_SH and the final state."""
+    H = u_HG.shape[0]
+    h, c, outputs = np.zeros(H), np.zeros(H), []
+    for x in x_SI:
+        if cell == "lstm":
+            i, f, g, o = np.split(x @ w_IG + h @ u_HG + b_G, 4)
+            c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+            h = sigmoid(o) * np.tanh(c)
+        else:
+            xw = x @ w_IG + b_G
+            r = sigmoid(xw[:H] + h @ u_HG[:, :H])
+            z = sigmoid(xw[H : 2 * H] + h @ u_HG[:, H : 2 * H])
+            candidate = np.tanh(xw[2 * H :] + (r * h) @ u_HG[:, 2 * H :])
+            h = (1 - z) * h + z * candidate
+        outputs.append(h)
+    return np.stack(outputs), h
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bidirectional_encoder_matches_numpy_per_unpadded_example(cell):
+    config = rnn.Seq2SeqRNNConfig(**SMALL, cell=cell, attention="none")
+    model = rnn.Seq2SeqRNN(config)
+    src_BS, tgt_BT = random_batch(np.random.default_rng(0), 3, 6, 4, 20, src_lengths=LENGTHS)
+    params = random_params(model, src_BS, tgt_BT, std=0.5)
+    encode = jax.jit(
+        lambda p, src: model.apply({"params": p}, src, method=lambda m, s: m.encoder(s))
+    )
+    annotations_BSE, final_BdH = encode(params, src_BS)
+    p = jax.tree.map(lambda x: np.asarray(x, np.float64), params["encoder"])
+    for b, n in enumerate(LENGTHS):
+        x_SI = p["embed"]["embedding"][np.asarray(src_BS[b, :n])]
+        args = [(p["w_x_0"][:, d], p["u_0"][d], p["b_0"][d]) for d in range(2)]
+        forward_SH, forward_final = reference_direction(cell, x_SI, *args[0])
+        backward_SH, backward_final = reference_direction(cell, x_SI[::-1], *args[1])
+        expected_SE = np.concatenate([forward_SH, backward_SH[::-1]], axis=1)
+        np.testing.assert_allclose(annotations_BSE[b, :n], expected_SE, atol=1e-5, rtol=1e-5)
+        assert np.all(np.asarray(annotations_BSE[b, n:]) == 0.0)
+        np.testing.assert_allclose(final_BdH[b, 0], forward_final, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(final_BdH[b, 1], backward_final, atol=1e-5, rtol=1e-5)
+    # The same example alone, without padding, through the model itself.
+    alone_E, _ = encode(params, src_BS[1:2, : LENGTHS[1]])
+    np.testing.assert_allclose(alone_E[0], annotations_BSE[1, : LENGTHS[1]], atol=1e-6)
+
+
+CASES = {
+    "none-lstm": dict(attention="none", cell="lstm"),
+    "bahdanau-gru": dict(attention="bahdanau", cell="gru"),
+    "luong_dot-lstm-2-layers": dict(
+        attention="luong_dot", cell="lstm", num_decoder_layers=2, num_encoder_layers=2
+    ),
+    "luong_general-gru-unidirectional": dict(
+        attention="luong_general", cell="gru", bidirectional=False
+    ),
+    "luong_concat-lstm-no-feeding": dict(
+        attention="luong_concat", cell="lstm", input_feeding=False
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_alignments_and_step_by_step_decoding_equal_teacher_forcing(name):
+    config = rnn.Seq2SeqRNNConfig(**SMALL, **CASES[name])
+    model = rnn.Seq2SeqRNN(config)
+    src_BS, tgt_BT = random_batch(np.random.default_rng(1), 3, 6, 5, 20, src_lengths=LENGTHS)
+    params = random_params(model, src_BS, tgt_BT, std=0.5)
+
+    @jax.jit
+    def run(params):
+        forced = model.apply({"params": params}, src_BS, tgt_BT, return_weights=True)
+        step_fn, state = rnn.start_decoding(model, params, src_BS)
+        _, stepped_TBV = jax.lax.scan(lambda state, x: step_fn(state, x)[::-1], state, tgt_BT.T)
+        return forced, jnp.swapaxes(stepped_TBV, 0, 1)
+
+    (logits_BTV, weights_BTS), stepped_BTV = run(params)
+    assert logits_BTV.shape == (3, 5, 20) and np.all(np.isfinite(logits_BTV))
+    np.testing.assert_allclose(stepped_BTV, logits_BTV, atol=1e-5, rtol=1e-5)
+    weights_BTS = np.asarray(weights_BTS)
+    real_B1S = np.asarray(src_BS != 0)[:, None, :]
+    assert weights_BTS.shape == (3, 5, 6)
+    assert np.all(weights_BTS[np.broadcast_to(~real_B1S, weights_BTS.shape)] == 0.0)
+    expected_sum = 0.0 if config.attention == "none" else 1.0
+    np.testing.assert_allclose(weights_BTS.sum(-1), expected_sum, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(cell="rnn"),
+        dict(attention="luong_diag"),
+        dict(attention="luong_dot", bidirectional=False),
+    ],
+)
+def test_bad_config_raises(overrides):
+    with pytest.raises(ValueError):
+        rnn.Seq2SeqRNNConfig(**{**SMALL, **overrides})
+
+
+def test_presets():
+    search = rnn.Seq2SeqRNNConfig.rnnsearch(30000)
+    assert (search.cell, search.encoder_hidden_size, search.annotation_size) == ("gru", 1000, 2000)
+    luong = rnn.Seq2SeqRNNConfig.luong(50000, score="dot")
+    assert (luong.num_decoder_layers, luong.attention, luong.bidirectional) == (
+        4,
+        "luong_dot",
+        False,
+    )
+
+
+def test_reverse_within_lengths_keeps_padding_in_place():
+    x = jnp.array([[1, 2, 3, 0], [4, 5, 0, 0], [6, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        rnn.reverse_within_lengths(x, jnp.array([3, 2, 1])),
+        [[3, 2, 1, 0], [5, 4, 0, 0], [6, 0, 0, 0]],
+    )
