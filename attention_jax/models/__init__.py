@@ -1,0 +1,1 @@
+"""Attention models, one module per family: each a frozen config dataclass plus Linen modules."""
