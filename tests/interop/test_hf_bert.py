@@ -52,9 +52,8 @@ def batch(model_dir):
     first = [*SENTENCES, "Where is the stadium?"]
     second = [None, None, None, "He drove there after the sunny weather turned to rain."]
     encoded = [tokenizer(a, b) for a, b in zip(first, second, strict=True)]
-    T = max(len(e["input_ids"]) for e in encoded)
-    pad = lambda key: np.array([e[key] + [0] * (T - len(e[key])) for e in encoded])  # noqa: E731
-    return pad("input_ids"), pad("token_type_ids"), pad("attention_mask")
+    padded = tokenizer.pad(encoded, return_tensors="np")
+    return padded["input_ids"], padded["token_type_ids"], padded["attention_mask"]
 
 
 @pytest.fixture(scope="module")
