@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= tiny
 TASK ?= classification
+MODEL ?= transformer
 
-.PHONY: test lint bench bench-attention bench-bert bench-bert-data bench-decode pretrain-bert finetune-bert notebook-check
+.PHONY: test lint bench bench-attention bench-bert bench-bert-data bench-decode pretrain-bert finetune-bert translate notebook-check
 
 $(VENV)/.installed: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +55,12 @@ pretrain-bert: $(VENV)/.installed
 # squad or ner (these two need ARGS="--config.data.train_file=... --config.data.eval_file=...").
 finetune-bert: $(VENV)/.installed-minilm
 	$(PY) experiments/finetune_bert.py --config=experiments/configs/bert_finetune.py:$(TASK) $(ARGS)
+
+# Translate Multi30k en->de: MODEL=transformer (default) or MODEL=rnn with ATTENTION=none,
+# bahdanau (default), luong_dot, luong_general or luong_concat.
+translate: $(VENV)/.installed
+	$(PY) experiments/translate.py --config=experiments/configs/translate.py:$(MODEL) \
+		$(if $(ATTENTION),--config.model_overrides.attention=$(ATTENTION)) $(ARGS)
 
 # Execute the notebook headless against the run `make pretrain-bert` wrote.
 notebook-check: $(VENV)/.installed-dev

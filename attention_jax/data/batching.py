@@ -114,3 +114,107 @@ class PhasedBatches:
     def set_state(self, state: dict) -> None:
         self._phase, self._taken = state["phase"], state["taken"]
         self._phases[self._phase][1].set_state(state["iterator"])
+
+
+class PairBatches:
+    """Length-bucketed batches of (source, target) token ids for sequence-to-sequence models.
+
+    Each epoch shuffles the pairs, sorts pools of `pool_batches` batches by length, cuts them into
+    batches and shuffles the batches, so a batch holds pairs of similar lengths (little padding)
+    while the order stays random. A batch is
+
+        "inputs":  x₁ … xₘ [EOS], 0-padded to [B, L]
+        "targets": [BOS] y₁ … yₙ [EOS], 0-padded to [B, L + 1]
+
+    with L the longest source or target of the batch rounded up to a multiple of `bucket`, so a
+    jitted step compiles once per bucket. Every host computes the same global batches and takes
+    its own rows, so shapes agree across hosts. Without `shuffle` the pairs keep their order, one
+    epoch, and the last batch is filled with empty (all-padding) rows: losses skip padding, and
+    `num_pairs` says how many rows are real.
+
+    `get_state()`/`set_state()` resume exactly (epoch and batch index).
+    """
+
+    def __init__(
+        self,
+        sources: list[list[int]],
+        targets: list[list[int]],
+        batch_size: int,
+        seed: int,
+        *,
+        bos_id: int,
+        eos_id: int,
+        bucket: int = 16,
+        pool_batches: int = 100,
+        shuffle: bool = True,
+        shard_index: int = 0,
+        shard_count: int = 1,
+    ):
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
+        if batch_size < 1 or batch_size % shard_count:
+            raise ValueError(f"batch_size {batch_size} is not a positive multiple of {shard_count}")
+        if shuffle and len(sources) < batch_size:
+            raise ValueError(f"{len(sources)} pairs are fewer than one batch of {batch_size}")
+        self.num_pairs = len(sources)
+        self._sources = [list(s) + [eos_id] for s in sources]
+        self._targets = [[bos_id, *t, eos_id] for t in targets]
+        self._lengths = np.array(
+            [max(len(s), len(t) - 1) for s, t in zip(self._sources, self._targets, strict=True)]
+        )
+        self._batch_size, self._seed, self._bucket = batch_size, seed, bucket
+        self._pool, self._shuffle = pool_batches * batch_size, shuffle
+        self._rows = slice(
+            shard_index * batch_size // shard_count, (shard_index + 1) * batch_size // shard_count
+        )
+        self._epoch, self._index = 0, 0
+        self._batches = self._epoch_batches(0)
+
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        B = self._batch_size
+        order = np.arange(self.num_pairs)
+        if not self._shuffle:
+            return [order[i : i + B] for i in range(0, len(order), B)]
+        rng = np.random.default_rng([self._seed, epoch])
+        order = rng.permutation(order)
+        batches = []
+        for start in range(0, len(order) - B + 1, self._pool):
+            pool = order[start : start + self._pool]
+            pool = pool[np.argsort(self._lengths[pool], kind="stable")]
+            batches += [pool[i : i + B] for i in range(0, len(pool) - B + 1, B)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._index == len(self._batches):
+            if not self._shuffle:
+                raise StopIteration
+            self._epoch, self._index = self._epoch + 1, 0
+            self._batches = self._epoch_batches(self._epoch)
+        indices = self._batches[self._index]
+        self._index += 1
+        sources = [self._sources[i] for i in indices]
+        targets = [self._targets[i] for i in indices]
+        longest = max(max(map(len, sources)), max(map(len, targets)) - 1)
+        L = -(-longest // self._bucket) * self._bucket
+        batch = {
+            "inputs": _pad(sources, self._batch_size, L),
+            "targets": _pad(targets, self._batch_size, L + 1),
+        }
+        return {k: v[self._rows] for k, v in batch.items()}
+
+    def get_state(self) -> dict:
+        return {"epoch": self._epoch, "index": self._index}
+
+    def set_state(self, state: dict) -> None:
+        self._epoch, self._index = int(state["epoch"]), int(state["index"])
+        self._batches = self._epoch_batches(self._epoch)
+
+
+def _pad(rows: list[list[int]], num_rows: int, length: int) -> np.ndarray:
+    out = np.zeros((num_rows, length), np.int32)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out

@@ -32,8 +32,9 @@ def list_corpus_files(corpus) -> list[pathlib.Path]:
     return files
 
 
-def read_lines(path) -> Iterator[str]:
-    """The stripped lines of one corpus file; a binary or non-UTF-8 file raises ValueError."""
+def read_lines(path, *, strip: bool = True) -> Iterator[str]:
+    """The lines of one corpus file, stripped (or, with `strip=False`, without only their line
+    break, so that e.g. empty TSV fields survive); a binary or non-UTF-8 file raises ValueError."""
     path = pathlib.Path(path)
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
@@ -41,7 +42,7 @@ def read_lines(path) -> Iterator[str]:
             for line_number, line in enumerate(f, start=1):
                 if "\x00" in line:
                     raise ValueError(f"corpus file {path} has NUL bytes on line {line_number}")
-                yield line.strip()
+                yield line.strip() if strip else line.rstrip("\r\n")
     except UnicodeDecodeError as e:
         raise ValueError(f"corpus file {path} is not UTF-8 text ({e.reason})") from None
     except (OSError, EOFError, zlib.error) as e:

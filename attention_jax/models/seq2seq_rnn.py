@@ -142,6 +142,18 @@ class Seq2SeqRNNConfig:
         """Multi30k-sized: bidirectional LSTM 256 per direction, decoder 512, one layer each."""
         return cls(vocab_size=vocab_size, attention=attention, **overrides)
 
+    @classmethod
+    def tiny(cls, vocab_size, attention="bahdanau", **overrides):
+        """Quick CPU runs: 64 units per direction and per embedding, decoder 128."""
+        shape = dict(
+            embed_size=64,
+            encoder_hidden_size=64,
+            decoder_hidden_size=128,
+            attention_hidden_size=64,
+            readout_size=64,
+        )
+        return cls(vocab_size=vocab_size, attention=attention, **{**shape, **overrides})
+
 
 def _dtypes(config):
     return jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
@@ -278,9 +290,10 @@ class Encoder(nn.Module):
 class DecoderCell(nn.Module):
     """One decoder step: (carry, y_{i-1}) -> (carry, (logits_BV, weights_BS)).
 
-    The carry is {"rnn": state_YBX} plus {"feed": h̃_BD} with Luong input feeding. `memory` holds
-    "annotations" (values, B×S×E), "keys" (B×S×A precomputed U_a h_j for Bahdanau, B×S×D for
-    Luong) and "mask" (B×S, True for real source tokens). "none" gives all-zero weights.
+    The carry is {"rnn": state_BYX} (batch first, as decoding needs) plus {"feed": h̃_BD} with
+    Luong input feeding. `memory` holds "annotations" (values, B×S×E), "keys" (B×S×A precomputed
+    U_a h_j for Bahdanau, B×S×D for Luong) and "mask" (B×S, True for real source tokens). "none"
+    gives all-zero weights.
     """
 
     config: Seq2SeqRNNConfig
@@ -292,7 +305,7 @@ class DecoderCell(nn.Module):
         D, A = c.decoder_hidden_size, c.attention_hidden_size
         dropout = nn.Dropout(c.dropout_rate)
         luong = c.attention.startswith("luong")
-        state_YBX = carry["rnn"]
+        state_BYX = carry["rnn"]
         mask_B1S = memory["mask"][:, None, :]
         emb_BM = dropout(_embed(c, "embed")(token_B), deterministic=deterministic)
 
@@ -302,7 +315,7 @@ class DecoderCell(nn.Module):
                 self, "w_query", (D, A), ("embed", "mlp"), nn.initializers.xavier_uniform()
             )
             v_A = _param(self, "v", (A,), ("mlp",), nn.initializers.normal(A**-0.5))
-            query_B1A = _matmul("BD,DA->BA", state_YBX[-1, :, :D], w_query_DA, dtype)[:, None]
+            query_B1A = _matmul("BD,DA->BA", state_BYX[:, -1, :D], w_query_DA, dtype)[:, None]
             scores_B1S = additive_scores(query_B1A, memory["keys"].astype(jnp.float32), v_A)
             context_B1E, weights_B1S = attend(scores_B1S, memory["annotations"], mask_B1S)
             inputs.append(context_B1E[:, 0])
@@ -327,12 +340,14 @@ class DecoderCell(nn.Module):
             )
             b_G = _param(self, f"b_{layer}", (GATES[c.cell] * D,), ("mlp",), nn.initializers.zeros)
             xw_BG = _matmul("BI,IG->BG", x_BI, w_IG, dtype) + b_G.astype(jnp.float32)
-            new_states.append(rnn_cell(c.cell, xw_BG, state_YBX[layer], u_DG, "BH,HG->BG", dtype))
+            new_states.append(
+                rnn_cell(c.cell, xw_BG, state_BYX[:, layer], u_DG, "BH,HG->BG", dtype)
+            )
             x_BI = new_states[-1][:, :D]
             if layer < c.num_decoder_layers - 1:
                 x_BI = dropout(x_BI, deterministic=deterministic)
         h_BD = x_BI
-        carry = {**carry, "rnn": jnp.stack(new_states)}
+        carry = {**carry, "rnn": jnp.stack(new_states, axis=1)}
 
         if c.attention == "none":
             out_BO, weights_B1S = h_BD, jnp.zeros(mask_B1S.shape, jnp.float32)
@@ -387,11 +402,11 @@ class Seq2SeqRNN(nn.Module):
             keys = self.key_projection(annotations_BSE)
         memory = {"annotations": annotations_BSE, "keys": keys, "mask": src_BS != PAD_ID}
         B, D = src_BS.shape[0], c.decoder_hidden_size
-        s0_BYD = jnp.tanh(self.bridge(final_BdH.reshape(B, -1))).astype(jnp.float32)
-        s0_YBD = jnp.swapaxes(s0_BYD.reshape(B, c.num_decoder_layers, D), 0, 1)
+        s0_BYX = jnp.tanh(self.bridge(final_BdH.reshape(B, -1))).astype(jnp.float32)
+        s0_BYX = s0_BYX.reshape(B, c.num_decoder_layers, D)
         if c.cell == "lstm":
-            s0_YBD = jnp.concatenate([s0_YBD, jnp.zeros_like(s0_YBD)], axis=-1)
-        carry = {"rnn": s0_YBD}
+            s0_BYX = jnp.concatenate([s0_BYX, jnp.zeros_like(s0_BYX)], axis=-1)
+        carry = {"rnn": s0_BYX}
         if c.attention.startswith("luong") and c.input_feeding:
             carry["feed"] = jnp.zeros((B, D), jnp.float32)
         return memory, carry

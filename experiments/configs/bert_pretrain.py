@@ -33,16 +33,16 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
     c.train = training.default_config()
     c.train.workdir = f"runs/bert_{arg}"
-    c.train.num_train_steps = 500
+    c.train.num_train_steps = 1000
     c.train.batch_size = 32
     c.train.learning_rate = 1e-3
-    c.train.warmup_steps = 50
+    c.train.warmup_steps = 100
     c.train.weight_decay = 0.01
     c.train.grad_clip_norm = 1.0
-    c.train.eval_every_steps = 250
+    c.train.eval_every_steps = 500
     c.train.num_eval_steps = 20
-    c.train.log_every_steps = 50
-    c.train.checkpoint_every_steps = 250
+    c.train.log_every_steps = 100
+    c.train.checkpoint_every_steps = 500
     c.train.best_metric = "mlm_loss"
     c.train.tokens_key = "input_mask"
 

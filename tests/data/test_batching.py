@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from attention_jax.data.batching import PhasedBatches, pretraining_batches
+from attention_jax.data.batching import PairBatches, PhasedBatches, pretraining_batches
 
 NUM_EXAMPLES = 50
 
@@ -103,3 +103,99 @@ def test_phased_batches_switch_after_their_count_and_resume_exactly():
         resumed = phases()
         resumed.set_state(first.get_state())
         assert ids(take(resumed, 8 - cut)) == ids(full[cut:])
+
+
+BOS, EOS = 2, 3
+
+
+def random_pairs(rng, n):
+    lengths = rng.integers(1, 40, size=(n, 2))
+    return [rng.integers(5, 50, size=m).tolist() for m in lengths[:, 0]], [
+        rng.integers(5, 50, size=m).tolist() for m in lengths[:, 1]
+    ]
+
+
+def pair_batches(sources, targets, **kwargs):
+    return PairBatches(
+        sources, targets, kwargs.pop("batch_size", 8), 7, bos_id=BOS, eos_id=EOS, **kwargs
+    )
+
+
+def unpad(row):
+    return row[row != 0].tolist()
+
+
+def test_pair_batches_frame_and_bucket_every_pair_once_per_epoch():
+    rng = np.random.default_rng(0)
+    sources, targets = random_pairs(rng, 203)
+    batches = pair_batches(sources, targets, pool_batches=5)
+    per_epoch = 25  # 5 full pools of 40 pairs; each pool sheds its remainder (here none)
+    seen = []
+    for _ in range(per_epoch):
+        batch = next(batches)
+        L = batch["inputs"].shape[1]
+        assert L % 16 == 0 and batch["targets"].shape == (8, L + 1)
+        for x, y in zip(batch["inputs"], batch["targets"], strict=True):
+            assert unpad(x)[-1] == EOS and unpad(y)[0] == BOS and unpad(y)[-1] == EOS
+            seen.append((tuple(unpad(x)[:-1]), tuple(unpad(y)[1:-1])))
+        longest = max(
+            max(len(unpad(x)) for x in batch["inputs"]),
+            max(len(unpad(y)) - 1 for y in batch["targets"]),
+        )
+        assert L - 16 < longest <= L
+    expected = {(tuple(s), tuple(t)) for s, t in zip(sources, targets, strict=True)}
+    assert len(seen) == len(set(seen)) == 200 and set(seen) <= expected
+    assert batches.get_state() == {"epoch": 0, "index": per_epoch}
+    next(batches)
+    assert batches.get_state() == {"epoch": 1, "index": 1}
+
+
+def test_pair_batches_sort_within_pools_so_padding_is_small():
+    rng = np.random.default_rng(1)
+    sources, targets = random_pairs(rng, 800)
+    batch = next(pair_batches(sources, targets, batch_size=32))
+    lengths = [
+        max(len(unpad(x)), len(unpad(y)) - 1)
+        for x, y in zip(batch["inputs"], batch["targets"], strict=True)
+    ]
+    assert max(lengths) - min(lengths) <= 4  # a random batch of 32 spans ~30 lengths
+
+
+def test_pair_batches_resume_exactly_and_shard_rows():
+    rng = np.random.default_rng(2)
+    sources, targets = random_pairs(rng, 100)
+    batches = pair_batches(sources, targets, pool_batches=2)
+    for _ in range(15):  # into the second epoch
+        next(batches)
+    state = batches.get_state()
+    expected = [next(batches) for _ in range(3)]
+    resumed = pair_batches(sources, targets, pool_batches=2)
+    resumed.set_state(state)
+    hosts = [
+        pair_batches(sources, targets, pool_batches=2, shard_index=i, shard_count=2) for i in (0, 1)
+    ]
+    for host in hosts:
+        host.set_state(state)
+    for want in expected:
+        got = next(resumed)
+        halves = [next(host) for host in hosts]
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+            np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), want[key])
+
+
+def test_eval_pair_batches_keep_order_and_fill_the_last_batch_with_padding():
+    rng = np.random.default_rng(3)
+    sources, targets = random_pairs(rng, 19)
+    batches = list(pair_batches(sources, targets, shuffle=False))
+    assert len(batches) == 3 and batches[0]["inputs"].shape[0] == 8
+    rows = [x for b in batches for x in b["inputs"]]
+    assert [unpad(x)[:-1] for x in rows[:19]] == sources
+    assert not np.any(np.stack(rows[19:]))
+
+
+def test_pair_batches_reject_bad_sizes():
+    with pytest.raises(ValueError, match="2 sources but 1 targets"):
+        pair_batches([[5], [6]], [[7]])
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        pair_batches([[5]], [[7]])

@@ -7,12 +7,9 @@ from is exactly the imported one. Starting from a pretrain_bert.py workdir (Sent
 tokenizer) is checked up to the features, without training.
 """
 
-import importlib.util
 import json
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -27,19 +24,13 @@ from attention_jax.data import tokenizers
 from attention_jax.interop import hf_bert
 from attention_jax.models import bert
 from attention_jax.training.checkpoint import Checkpointer
+from tests.experiments import scripts
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+ROOT = scripts.ROOT
 
 
-finetune_bert = _load("finetune_bert", "experiments/finetune_bert.py")
-bert_finetune = _load("bert_finetune", "experiments/configs/bert_finetune.py")
+finetune_bert = scripts.load("experiments/finetune_bert.py")
+bert_finetune = scripts.load("experiments/configs/bert_finetune.py")
 
 # SST-2 style: a sentence, then phrases of its parse tree, each a row of its own.
 SST_ROWS = [
@@ -175,15 +166,7 @@ def test_classification_script_from_minilm(minilm_one_layer, tmp_path):
         "train.keep_checkpoints": 2,
         "train.progress_bar": False,
     }
-    result = subprocess.run(
-        [sys.executable, "experiments/finetune_bert.py"]
-        + [f"--config.{k}={v}" for k, v in overrides.items()],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = scripts.run("experiments/finetune_bert.py", overrides)
     assert "accuracy" in result.stdout and "wall time" in result.stdout
 
     results = json.loads((workdir / "results.json").read_text())

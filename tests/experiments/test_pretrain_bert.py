@@ -2,15 +2,13 @@
 
 import gzip
 import itertools
-import pathlib
-import subprocess
-import sys
 
 import nbclient
 import nbformat
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.experiments import scripts
+from tests.experiments.scripts import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +34,7 @@ def run_dir(tmp_path_factory):
         "train.checkpoint_every_steps": 3,
         "train.progress_bar": False,
     }
-    result = subprocess.run(
-        [sys.executable, "experiments/pretrain_bert.py"]
-        + [f"--config.{k}={v}" for k, v in overrides.items()],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = scripts.run("experiments/pretrain_bert.py", overrides)
     assert "masked-LM loss" in result.stdout and "unigram baseline" in result.stdout
     return workdir
 

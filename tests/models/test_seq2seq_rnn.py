@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from attention_jax import decoding
 from attention_jax.models import seq2seq_rnn as rnn
 from tests.models.test_transformer import random_batch, random_params
 
@@ -99,9 +100,17 @@ def test_alignments_and_step_by_step_decoding_equal_teacher_forcing(name):
         forced = model.apply({"params": params}, src_BS, tgt_BT, return_weights=True)
         step_fn, state = rnn.start_decoding(model, params, src_BS)
         _, stepped_TBV = jax.lax.scan(lambda state, x: step_fn(state, x)[::-1], state, tgt_BT.T)
-        return forced, jnp.swapaxes(stepped_TBV, 0, 1)
+        ids = dict(bos_id=1, eos_id=2, max_len=7)
+        greedy_BL = decoding.greedy(step_fn, state, **ids)
+        beams = [
+            decoding.beam_search(step_fn, state, beam_size=w, alpha=0.0, **ids) for w in (1, 3)
+        ]
+        return forced, jnp.swapaxes(stepped_TBV, 0, 1), greedy_BL, beams
 
-    (logits_BTV, weights_BTS), stepped_BTV = run(params)
+    (logits_BTV, weights_BTS), stepped_BTV, greedy_BL, beams = run(params)
+    # The carry is batch-major, so beam search can repeat and reorder it; beam 1 is greedy.
+    np.testing.assert_array_equal(beams[0][0][:, 0], greedy_BL)
+    assert beams[1][0].shape == (3, 3, 7) and np.all(np.isfinite(beams[1][1]))
     assert logits_BTV.shape == (3, 5, 20) and np.all(np.isfinite(logits_BTV))
     np.testing.assert_allclose(stepped_BTV, logits_BTV, atol=1e-5, rtol=1e-5)
     weights_BTS = np.asarray(weights_BTS)

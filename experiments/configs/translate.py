@@ -1,0 +1,71 @@
+"""Machine translation on Multi30k (Elliott et al. 2016), English → German by default.
+
+`get_config("transformer")`: the Transformer of Vaswani et al. 2017 in its Multi30k size
+(`TransformerConfig.small`: N=3, d_model=256, h=4), Adam β2 = 0.98, the inverse-square-root
+schedule lr = peak · min(step / warmup, (warmup / step)^0.5) (the paper's eq. 3 with
+peak = d_model^-0.5 · warmup^-0.5; 1e-3 and 2000 warmup steps here, as the run is short),
+label smoothing 0.1, beam 4 with α = 0.6.
+`get_config("rnn")`: a bidirectional-LSTM encoder-decoder (`Seq2SeqRNNConfig.small`) with the
+attention named by `model_overrides.attention` (none, bahdanau, luong_dot, luong_general,
+luong_concat), Adam with lr 1e-3 decayed linearly, gradients clipped at 1.
+"""
+
+import ml_collections
+
+from attention_jax import training
+
+
+def get_config(arg: str = "transformer") -> ml_collections.ConfigDict:
+    if arg not in ("transformer", "rnn"):
+        raise ValueError(f"translate config is 'transformer' or 'rnn', got {arg!r}")
+    c = ml_collections.ConfigDict()
+    c.model = arg  # "transformer" or "rnn".
+    c.model_size = "small"  # A preset of TransformerConfig / Seq2SeqRNNConfig.
+    # Fields of the model preset to override; None keeps the preset's value. Other fields can
+    # be added here (the command line only sets fields that exist).
+    c.model_overrides = ml_collections.ConfigDict()
+    c.model_overrides.dropout_rate = ml_collections.config_dict.placeholder(float)
+
+    c.data = ml_collections.ConfigDict()
+    # "multi30k" (line-aligned <split>.<lang>.gz files in manual_dir), "bible_tsv" (a verse-
+    # aligned TSV in manual_dir), or a TFDS catalogue name such as "wmt14_translate/de-en".
+    c.data.dataset = "multi30k"
+    c.data.manual_dir = "../shared/data/multi30k"  # Folder of the local dataset's files.
+    c.data.source_lang = "en"
+    c.data.target_lang = "de"
+    c.data.output_dir = "runs/data"  # Prepared TFDS datasets and the joint SentencePiece model.
+    c.data.vocab_size = 8000  # Joint source + target SentencePiece vocabulary.
+    c.data.lowercase = True  # Case-fold both sides (and score lowercased BLEU), as is usual.
+    c.data.max_len = 64  # Training pairs with a longer side (in pieces) are dropped.
+    c.data.seed = 0  # Seeds SentencePiece sampling and the batch order.
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.split = "validation"  # Split decoded and scored with BLEU after training.
+    c.eval.beam_size = 4  # 1 decodes greedily.
+    c.eval.alpha = 0.6  # Length penalty ((5 + |Y|) / 6)^α of Wu et al. 2016.
+    c.eval.extra_decode_len = 16  # Decode up to (padded source length + this) pieces.
+    c.eval.batch_size = 64  # Sentences decoded at once.
+    c.eval.num_alignment_plots = 4  # First validation sentences whose alignments are plotted.
+
+    c.train = training.default_config()
+    c.train.workdir = ""  # Empty: runs/translate_<model>[_<attention>].
+    c.train.batch_size = 128
+    c.train.tokens_key = "targets"
+    c.train.eval_every_steps = 1000
+    c.train.checkpoint_every_steps = 1000
+    c.train.log_every_steps = 100
+    c.train.best_metric = "nll"
+    if arg == "transformer":
+        c.train.num_train_steps = 6000
+        c.train.schedule = "inverse_sqrt"
+        c.train.learning_rate = 1e-3
+        c.train.warmup_steps = 2000
+        c.train.b2 = 0.98
+        c.train.eps = 1e-9
+    else:
+        c.model_overrides.attention = "bahdanau"
+        c.train.num_train_steps = 4000
+        c.train.learning_rate = 1e-3
+        c.train.warmup_steps = 200
+        c.train.grad_clip_norm = 1.0
+    return c
