@@ -64,4 +64,4 @@ translate: $(VENV)/.installed
 
 # Execute the notebook headless against the run `make pretrain-bert` wrote.
 notebook-check: $(VENV)/.installed-dev
-	cd notebooks && ATTENTION_JAX_RUN=../runs/bert_$(CONFIG) ../$(PY) -m jupyter execute --inplace=false bert_attention.ipynb
+	cd notebooks && ATTENTION_JAX_RUN=../runs/bert_$(CONFIG) ../$(PY) -m jupyter execute bert_attention.ipynb

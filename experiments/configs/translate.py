@@ -3,7 +3,7 @@
 `get_config("transformer")`: the Transformer of Vaswani et al. 2017 in its Multi30k size
 (`TransformerConfig.small`: N=3, d_model=256, h=4), Adam β2 = 0.98, the inverse-square-root
 schedule lr = peak · min(step / warmup, (warmup / step)^0.5) (the paper's eq. 3 with
-peak = d_model^-0.5 · warmup^-0.5; 1e-3 and 2000 warmup steps here, as the run is short),
+peak = d_model^-0.5 · warmup^-0.5; 1e-3 and 800 warmup steps here, as the run is short),
 label smoothing 0.1, beam 4 with α = 0.6.
 `get_config("rnn")`: a bidirectional-LSTM encoder-decoder (`Seq2SeqRNNConfig.small`) with the
 attention named by `model_overrides.attention` (none, bahdanau, luong_dot, luong_general,
@@ -56,15 +56,17 @@ def get_config(arg: str = "transformer") -> ml_collections.ConfigDict:
     c.train.log_every_steps = 100
     c.train.best_metric = "nll"
     if arg == "transformer":
-        c.train.num_train_steps = 6000
+        c.model_overrides.pre_ln = ml_collections.config_dict.placeholder(bool)
+        c.train.num_train_steps = 3000  # 13 epochs, 45 min on 2 CPU cores.
         c.train.schedule = "inverse_sqrt"
         c.train.learning_rate = 1e-3
-        c.train.warmup_steps = 2000
+        c.train.warmup_steps = 800
         c.train.b2 = 0.98
         c.train.eps = 1e-9
     else:
         c.model_overrides.attention = "bahdanau"
-        c.train.num_train_steps = 4000
+        c.model_overrides.cell = ml_collections.config_dict.placeholder(str)  # "lstm" or "gru".
+        c.train.num_train_steps = 3000  # 13 epochs, 40 min on 2 CPU cores.
         c.train.learning_rate = 1e-3
         c.train.warmup_steps = 200
         c.train.grad_clip_norm = 1.0
