@@ -5,11 +5,16 @@ import pathlib
 import subprocess
 import sys
 
+from absl import flags
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def load(path):
     """The script at `path` (relative to the repository root) imported as a module."""
+    # Every script defines --config in absl's one global registry: drop the previous script's.
+    if "config" in flags.FLAGS:
+        delattr(flags.FLAGS, "config")
     path = ROOT / path
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
