@@ -7,7 +7,9 @@ last real token, so padding never enters a real state.
 
 Decoder, one step i with previous target token y_{i-1} (teacher-forced in training):
 
-- "none": s_i = RNN(s_{i-1}, E y_{i-1}), logits = W_o s_i (the plain encoder-decoder).
+- "none": the RNN Encoder-Decoder of Cho et al. (2014) that Bahdanau et al. compare against
+  (their RNNencdec): one fixed summary c = [→h_n; ←h_1] of the source is the context of every
+  step, otherwise as "bahdanau" below: s_i = RNN(s_{i-1}, [E y_{i-1}; c]) and the deep output.
 - "bahdanau" (eqs. 4-6, appendix A.2.2): the previous state asks, e_ij = v_aᵀ tanh(W_a s_{i-1} +
   U_a h_j), α_ij = softmax_j(e_ij), c_i = Σ_j α_ij h_j; s_i = RNN(s_{i-1}, [E y_{i-1}; c_i]); a
   deep output t_i = maxout(U_o s_i + V_o E y_{i-1} + C_o c_i) with pairs, logits = W_o t_i.
@@ -63,7 +65,7 @@ class Seq2SeqRNNConfig:
       num_decoder_layers: stacked decoder layers; attention reads the top one.
       bidirectional: read the source in both directions.
       attention_hidden_size: A, for "bahdanau" and "luong_concat".
-      readout_size: maxout units of Bahdanau's deep output (l = 500 in the paper).
+      readout_size: maxout units of Bahdanau's deep output (l = 500 in the paper; "none" too).
       input_feeding: Luong only: feed h̃_{t-1} into the next step's input (section 3.3).
       dropout_rate: on embeddings, between stacked layers and before the output layer.
       label_smoothing: ε of the training loss (0 in both papers).
@@ -292,8 +294,8 @@ class DecoderCell(nn.Module):
 
     The carry is {"rnn": state_BYX} (batch first, as decoding needs) plus {"feed": h̃_BD} with
     Luong input feeding. `memory` holds "annotations" (values, B×S×E), "keys" (B×S×A precomputed
-    U_a h_j for Bahdanau, B×S×D for Luong) and "mask" (B×S, True for real source tokens). "none"
-    gives all-zero weights.
+    U_a h_j for Bahdanau, B×S×D for Luong), "mask" (B×S, True for real source tokens) and, for
+    "none", the "summary" c (B×E), whose weights are all zero.
     """
 
     config: Seq2SeqRNNConfig
@@ -310,7 +312,10 @@ class DecoderCell(nn.Module):
         emb_BM = dropout(_embed(c, "embed")(token_B), deterministic=deterministic)
 
         inputs = [emb_BM]
-        if c.attention == "bahdanau":
+        if c.attention == "none":
+            context_BE, weights_B1S = memory["summary"], jnp.zeros(mask_B1S.shape, jnp.float32)
+            inputs.append(context_BE)
+        elif c.attention == "bahdanau":
             w_query_DA = _param(
                 self, "w_query", (D, A), ("embed", "mlp"), nn.initializers.xavier_uniform()
             )
@@ -318,7 +323,8 @@ class DecoderCell(nn.Module):
             query_B1A = _matmul("BD,DA->BA", state_BYX[:, -1, :D], w_query_DA, dtype)[:, None]
             scores_B1S = additive_scores(query_B1A, memory["keys"].astype(jnp.float32), v_A)
             context_B1E, weights_B1S = attend(scores_B1S, memory["annotations"], mask_B1S)
-            inputs.append(context_B1E[:, 0])
+            context_BE = context_B1E[:, 0]
+            inputs.append(context_BE)
         elif luong and c.input_feeding:
             inputs.append(carry["feed"])
 
@@ -349,11 +355,9 @@ class DecoderCell(nn.Module):
         h_BD = x_BI
         carry = {**carry, "rnn": jnp.stack(new_states, axis=1)}
 
-        if c.attention == "none":
-            out_BO, weights_B1S = h_BD, jnp.zeros(mask_B1S.shape, jnp.float32)
-        elif c.attention == "bahdanau":
+        if not luong:
             readout_B2R = _dense(c, 2 * c.readout_size, ("embed", "mlp"), "readout")(
-                jnp.concatenate([h_BD, emb_BM, context_B1E[:, 0]], axis=-1)
+                jnp.concatenate([h_BD, emb_BM, context_BE], axis=-1)
             )
             out_BO = readout_B2R.reshape(-1, c.readout_size, 2).max(axis=-1)  # maxout, pairs
         else:
@@ -400,8 +404,10 @@ class Seq2SeqRNN(nn.Module):
         keys = annotations_BSE
         if self.key_projection is not None:
             keys = self.key_projection(annotations_BSE)
-        memory = {"annotations": annotations_BSE, "keys": keys, "mask": src_BS != PAD_ID}
         B, D = src_BS.shape[0], c.decoder_hidden_size
+        memory = {"annotations": annotations_BSE, "keys": keys, "mask": src_BS != PAD_ID}
+        if c.attention == "none":
+            memory["summary"] = final_BdH.reshape(B, -1)
         s0_BYX = jnp.tanh(self.bridge(final_BdH.reshape(B, -1))).astype(jnp.float32)
         s0_BYX = s0_BYX.reshape(B, c.num_decoder_layers, D)
         if c.cell == "lstm":

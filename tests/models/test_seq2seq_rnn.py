@@ -121,6 +121,27 @@ def test_alignments_and_step_by_step_decoding_equal_teacher_forcing(name):
     np.testing.assert_allclose(weights_BTS.sum(-1), expected_sum, atol=1e-5)
 
 
+def test_none_reads_the_source_summary_at_every_step_and_no_annotation():
+    model = rnn.Seq2SeqRNN(rnn.Seq2SeqRNNConfig(**SMALL, attention="none"))
+    src_BS, tgt_BT = random_batch(np.random.default_rng(2), 3, 6, 5, 20, src_lengths=LENGTHS)
+    params = random_params(model, src_BS, tgt_BT, std=0.5)
+    memory, carry = model.apply({"params": params}, src_BS, method=rnn.Seq2SeqRNN.encode)
+    assert memory["summary"].shape == (3, 2 * SMALL["encoder_hidden_size"])
+
+    def step(memory):
+        logits_BV, _, _ = model.apply(
+            {"params": params}, memory, carry, tgt_BT[:, 1], method=rnn.Seq2SeqRNN.step
+        )
+        return np.asarray(logits_BV)
+
+    # The same decoder state with another source's summary: another prediction (Cho et al.'s c
+    # enters every step, not only s_0); other annotations: the same one.
+    other_summary = {**memory, "summary": jnp.roll(memory["summary"], 1, axis=0)}
+    assert np.abs(step(other_summary) - step(memory)).min() > 1e-4
+    other_annotations = {**memory, "annotations": jnp.roll(memory["annotations"], 1, axis=0)}
+    np.testing.assert_array_equal(step(other_annotations), step(memory))
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
