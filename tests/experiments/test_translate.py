@@ -2,8 +2,8 @@
 
 The corpus is a word-for-word cipher of random English word sequences in the Multi30k layout,
 so tiny models learn it in a few hundred steps; BLEU near 100 then shows that the data, the
-joint tokenizer, training, beam search and detokenisation fit together. The Transformer runs in
-process; the RNN with Luong attention goes through the command line.
+joint tokenizer, training, beam search and detokenisation fit together. The Transformer and the
+RNN without attention run in process; the RNN with Luong attention goes through the command line.
 """
 
 import gzip
@@ -62,14 +62,14 @@ def overrides(corpus, workdir):
     }
 
 
-def check_outputs(corpus, workdir, results):
+def check_outputs(corpus, workdir, results, min_bleu=80):
     hypotheses = (workdir / "validation.hyp.txt").read_text().splitlines()
     with gzip.open(corpus / "val.de.gz", "rt") as f:
         references = f.read().splitlines()
     rescored = evaluation.corpus_bleu(hypotheses, references, lowercase=True)
     assert results["steps"] == STEPS and results["sentences"] == len(hypotheses) == 40
     assert results["bleu"] == pytest.approx(rescored.score)
-    assert results["bleu"] > 80, hypotheses[:5]
+    assert results["bleu"] > min_bleu, hypotheses[:5]
     pngs = sorted(p.name for p in (workdir / "alignments").iterdir())
     assert pngs == ["validation_0.png", "validation_1.png"]
     events = b"".join(p.read_bytes() for p in (workdir / "tensorboard").glob("events.out.*"))
@@ -80,6 +80,15 @@ def test_transformer_learns_the_cipher(corpus, tmp_path):
     config = translate_config.get_config("transformer")
     config.update_from_flattened_dict(overrides(corpus, tmp_path / "run"))
     check_outputs(corpus, tmp_path / "run", translate.run(config))
+
+
+def test_rnn_without_attention_learns_the_cipher_from_the_source_summary(corpus, tmp_path):
+    # Without attention the whole source passes through one vector, so the cipher is learnt less
+    # well; a decoder that saw the summary only in its initial state stayed under 5 BLEU here.
+    config = translate_config.get_config("rnn")
+    settings = {**overrides(corpus, tmp_path / "run"), "model_overrides.attention": "none"}
+    config.update_from_flattened_dict(settings)
+    check_outputs(corpus, tmp_path / "run", translate.run(config), min_bleu=30)
 
 
 def test_rnn_with_luong_attention_learns_the_cipher_from_the_command_line(corpus, tmp_path):
