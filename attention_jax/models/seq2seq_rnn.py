@@ -391,7 +391,7 @@ class Seq2SeqRNN(nn.Module):
             self.key_projection = _dense(
                 c, c.attention_hidden_size, ("embed", "mlp"), "key_projection", use_bias=False
             )
-        elif c.attention != "luong_dot" and c.annotation_size != D:
+        elif c.attention in ("luong_general", "luong_concat") and c.annotation_size != D:
             self.key_projection = _dense(c, D, ("embed", "mlp"), "key_projection", use_bias=False)
         else:
             self.key_projection = None
@@ -406,9 +406,10 @@ class Seq2SeqRNN(nn.Module):
             keys = self.key_projection(annotations_BSE)
         B, D = src_BS.shape[0], c.decoder_hidden_size
         memory = {"annotations": annotations_BSE, "keys": keys, "mask": src_BS != PAD_ID}
+        summary_BE = final_BdH.reshape(B, -1)
         if c.attention == "none":
-            memory["summary"] = final_BdH.reshape(B, -1)
-        s0_BYX = jnp.tanh(self.bridge(final_BdH.reshape(B, -1))).astype(jnp.float32)
+            memory["summary"] = summary_BE
+        s0_BYX = jnp.tanh(self.bridge(summary_BE)).astype(jnp.float32)
         s0_BYX = s0_BYX.reshape(B, c.num_decoder_layers, D)
         if c.cell == "lstm":
             s0_BYX = jnp.concatenate([s0_BYX, jnp.zeros_like(s0_BYX)], axis=-1)
