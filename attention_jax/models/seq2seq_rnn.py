@@ -18,7 +18,9 @@ Decoder, one step i with previous target token y_{i-1} (teacher-forced in traini
   asks, h_t = RNN(h_{t-1}, [E y_{t-1}; h̃_{t-1}]) with input feeding (or E y_{t-1} alone),
   a_t = align(h_t, h̄_s) with score dot / general / concat (eq. 8), c_t = Σ_s a_ts h̄_s,
   h̃_t = tanh(W_c [c_t; h_t]) (eq. 5), logits = W_s h̃_t (eq. 6). Luong's keys must be the size
-  of h_t: "general" and "concat" project the annotations when they are not; "dot" requires it.
+  of h_t: "general" projects the annotations when they are not; "dot" requires it. "concat" is
+  the additive score with the current state, v_aᵀ tanh(W_a [h_t; h̄_s]) = v_aᵀ tanh(W_q h_t +
+  W_k h̄_s), so W_k h̄_s is computed once per source, as Bahdanau's U_a h_j.
 
 The decoder starts from s_0 = tanh(W_s [→h_n; ←h_1]) for every decoder layer (Bahdanau's
 initialisation, using both directions), with zero LSTM memory cells.
@@ -294,8 +296,8 @@ class DecoderCell(nn.Module):
 
     The carry is {"rnn": state_BYX} (batch first, as decoding needs) plus {"feed": h̃_BD} with
     Luong input feeding. `memory` holds "annotations" (values, B×S×E), "keys" (B×S×A precomputed
-    U_a h_j for Bahdanau, B×S×D for Luong), "mask" (B×S, True for real source tokens) and, for
-    "none", the "summary" c (B×E), whose weights are all zero.
+    U_a h_j for Bahdanau and W_k h̄_s for Luong concat, B×S×D otherwise), "mask" (B×S, True for
+    real source tokens) and, for "none", the "summary" c (B×E), whose weights are all zero.
     """
 
     config: Seq2SeqRNNConfig
@@ -311,18 +313,22 @@ class DecoderCell(nn.Module):
         mask_B1S = memory["mask"][:, None, :]
         emb_BM = dropout(_embed(c, "embed")(token_B), deterministic=deterministic)
 
+        def additive_attention(query_BD):
+            """vᵀ tanh(W query + keys_s) over the precomputed keys: (context_B1E, weights_B1S)."""
+            w_query_DA = _param(
+                self, "w_query", (D, A), ("embed", "mlp"), nn.initializers.xavier_uniform()
+            )
+            v_A = _param(self, "v", (A,), ("mlp",), nn.initializers.normal(A**-0.5))
+            query_B1A = _matmul("BD,DA->BA", query_BD, w_query_DA, dtype)[:, None]
+            scores_B1S = additive_scores(query_B1A, memory["keys"].astype(jnp.float32), v_A)
+            return attend(scores_B1S, memory["annotations"], mask_B1S)
+
         inputs = [emb_BM]
         if c.attention == "none":
             context_BE, weights_B1S = memory["summary"], jnp.zeros(mask_B1S.shape, jnp.float32)
             inputs.append(context_BE)
         elif c.attention == "bahdanau":
-            w_query_DA = _param(
-                self, "w_query", (D, A), ("embed", "mlp"), nn.initializers.xavier_uniform()
-            )
-            v_A = _param(self, "v", (A,), ("mlp",), nn.initializers.normal(A**-0.5))
-            query_B1A = _matmul("BD,DA->BA", state_BYX[:, -1, :D], w_query_DA, dtype)[:, None]
-            scores_B1S = additive_scores(query_B1A, memory["keys"].astype(jnp.float32), v_A)
-            context_B1E, weights_B1S = attend(scores_B1S, memory["annotations"], mask_B1S)
+            context_B1E, weights_B1S = additive_attention(state_BYX[:, -1, :D])
             context_BE = context_B1E[:, 0]
             inputs.append(context_BE)
         elif luong and c.input_feeding:
@@ -355,19 +361,22 @@ class DecoderCell(nn.Module):
         h_BD = x_BI
         carry = {**carry, "rnn": jnp.stack(new_states, axis=1)}
 
+        if c.attention == "luong_concat":
+            context_B1E, weights_B1S = additive_attention(h_BD)
+        elif luong:
+            context_B1E, weights_B1S = LuongAttention(
+                c.attention.removeprefix("luong_"),
+                dtype=dtype,
+                param_dtype=_dtypes(c)[1],
+                name="attention",
+            )(h_BD[:, None], memory["keys"], memory["annotations"], mask_B1S)
+
         if not luong:
             readout_B2R = _dense(c, 2 * c.readout_size, ("embed", "mlp"), "readout")(
                 jnp.concatenate([h_BD, emb_BM, context_BE], axis=-1)
             )
             out_BO = readout_B2R.reshape(-1, c.readout_size, 2).max(axis=-1)  # maxout, pairs
         else:
-            context_B1E, weights_B1S = LuongAttention(
-                c.attention.removeprefix("luong_"),
-                hidden_size=A,
-                dtype=dtype,
-                param_dtype=_dtypes(c)[1],
-                name="attention",
-            )(h_BD[:, None], memory["keys"], memory["annotations"], mask_B1S)
             attentional_in = jnp.concatenate([context_B1E[:, 0], h_BD], axis=-1)
             out_BO = jnp.tanh(_dense(c, D, ("embed", "mlp"), "w_c", use_bias=False)(attentional_in))
             if c.input_feeding:
@@ -387,11 +396,11 @@ class Seq2SeqRNN(nn.Module):
         D = c.decoder_hidden_size
         self.encoder = Encoder(c)
         self.bridge = _dense(c, c.num_decoder_layers * D, ("embed", "mlp"), "bridge")
-        if c.attention == "bahdanau":
+        if c.attention in ("bahdanau", "luong_concat"):
             self.key_projection = _dense(
                 c, c.attention_hidden_size, ("embed", "mlp"), "key_projection", use_bias=False
             )
-        elif c.attention in ("luong_general", "luong_concat") and c.annotation_size != D:
+        elif c.attention == "luong_general" and c.annotation_size != D:
             self.key_projection = _dense(c, D, ("embed", "mlp"), "key_projection", use_bias=False)
         else:
             self.key_projection = None

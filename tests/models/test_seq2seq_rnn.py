@@ -1,6 +1,7 @@
 """RNN encoder-decoder (Bahdanau et al. 2015; Luong et al. 2015): the bidirectional LSTM/GRU
 encoder against a NumPy float64 reference run per example without padding, every attention type's
-alignments, and teacher forcing equal to step-by-step decoding.
+alignments, one decoder step per attention type against NumPy float64, and teacher forcing equal to
+step-by-step decoding.
 """
 
 import jax
@@ -28,21 +29,26 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def reference_step(cell, x_I, h_H, c_H, w_IG, u_HG, b_G):
+    """One LSTM or GRU step: the new (h, c); the GRU has no memory cell and returns c as is."""
+    H = u_HG.shape[0]
+    if cell == "lstm":
+        i, f, g, o = np.split(x_I @ w_IG + h_H @ u_HG + b_G, 4)
+        c_H = sigmoid(f) * c_H + sigmoid(i) * np.tanh(g)
+        return sigmoid(o) * np.tanh(c_H), c_H
+    xw = x_I @ w_IG + b_G
+    r = sigmoid(xw[:H] + h_H @ u_HG[:, :H])
+    z = sigmoid(xw[H : 2 * H] + h_H @ u_HG[:, H : 2 * H])
+    candidate = np.tanh(xw[2 * H :] + (r * h_H) @ u_HG[:, 2 * H :])
+    return (1 - z) * h_H + z * candidate, c_H
+
+
 def reference_direction(cell, x_SI, w_IG, u_HG, b_G):
     """Runs one direction over real tokens only: hidden states h_SH and the final state."""
     H = u_HG.shape[0]
     h, c, outputs = np.zeros(H), np.zeros(H), []
     for x in x_SI:
-        if cell == "lstm":
-            i, f, g, o = np.split(x @ w_IG + h @ u_HG + b_G, 4)
-            c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-            h = sigmoid(o) * np.tanh(c)
-        else:
-            xw = x @ w_IG + b_G
-            r = sigmoid(xw[:H] + h @ u_HG[:, :H])
-            z = sigmoid(xw[H : 2 * H] + h @ u_HG[:, H : 2 * H])
-            candidate = np.tanh(xw[2 * H :] + (r * h) @ u_HG[:, 2 * H :])
-            h = (1 - z) * h + z * candidate
+        h, c = reference_step(cell, x, h, c, w_IG, u_HG, b_G)
         outputs.append(h)
     return np.stack(outputs), h
 
@@ -121,25 +127,68 @@ def test_alignments_and_step_by_step_decoding_equal_teacher_forcing(name):
     np.testing.assert_allclose(weights_BTS.sum(-1), expected_sum, atol=1e-5)
 
 
-def test_none_reads_the_source_summary_at_every_step_and_no_annotation():
-    model = rnn.Seq2SeqRNN(rnn.Seq2SeqRNNConfig(**SMALL, attention="none"))
-    src_BS, tgt_BT = random_batch(np.random.default_rng(2), 3, 6, 5, 20, src_lengths=LENGTHS)
+def reference_attention(attention, p, query_D, h_bar_SE, summary_E):
+    """α_S and c_E: Bahdanau's eq. 6 (the query is s_{i-1}), Luong's eq. 8 (the query is h_t), or
+    Cho et al.'s fixed summary c, which enters every step."""
+    cell, u_a_EA = p["cell"], p.get("key_projection", {}).get("kernel")
+    if attention == "none":
+        return np.zeros(len(h_bar_SE)), summary_E
+    if attention == "bahdanau":
+        e_S = np.tanh(query_D @ cell["w_query"] + h_bar_SE @ u_a_EA) @ cell["v"]
+    elif attention == "luong_dot":
+        e_S = h_bar_SE @ query_D
+    elif attention == "luong_general":
+        e_S = h_bar_SE @ (query_D @ cell["attention"]["w"])
+    else:  # v_aᵀ tanh(W_a [h_t; h̄_s]) with W_a = [W_q; W_k], the model's two halves
+        w_a = np.concatenate([cell["w_query"], u_a_EA])
+        pairs_SX = np.concatenate([np.tile(query_D, (len(h_bar_SE), 1)), h_bar_SE], axis=1)
+        e_S = np.tanh(pairs_SX @ w_a) @ cell["v"]
+    a_S = np.exp(e_S - e_S.max()) / np.exp(e_S - e_S.max()).sum()
+    return a_S, a_S @ h_bar_SE
+
+
+@pytest.mark.parametrize("attention", rnn.ATTENTIONS)
+def test_decoder_step_matches_numpy_float64(attention):
+    """One decoder step from a random state against the papers: Bahdanau's (eqs. 4-6, deep
+    maxout output of A.2.2) with c_i from s_{i-1}, or Luong's with input feeding, eq. 8's score
+    from h_t, h̃_t = tanh(W_c [c_t; h_t]) (eq. 5) and the logits (eq. 6)."""
+    config = rnn.Seq2SeqRNNConfig(**SMALL, attention=attention)
+    model = rnn.Seq2SeqRNN(config)
+    rng = np.random.default_rng(3)
+    src_BS, tgt_BT = random_batch(rng, 3, 6, 5, 20, src_lengths=LENGTHS)
     params = random_params(model, src_BS, tgt_BT, std=0.5)
     memory, carry = model.apply({"params": params}, src_BS, method=rnn.Seq2SeqRNN.encode)
-    assert memory["summary"].shape == (3, 2 * SMALL["encoder_hidden_size"])
+    D = config.decoder_hidden_size
+    state_BYX, feed_BD = rng.normal(size=(3, 1, 2 * D)), rng.normal(size=(3, D))
+    carry = {**carry, "rnn": jnp.asarray(state_BYX, jnp.float32)}
+    if "feed" in carry:
+        carry["feed"] = jnp.asarray(feed_BD, jnp.float32)
+    logits_BV, weights_BS, carry = model.apply(
+        {"params": params}, memory, carry, tgt_BT[:, 1], method=rnn.Seq2SeqRNN.step
+    )
 
-    def step(memory):
-        logits_BV, _, _ = model.apply(
-            {"params": params}, memory, carry, tgt_BT[:, 1], method=rnn.Seq2SeqRNN.step
-        )
-        return np.asarray(logits_BV)
-
-    # The same decoder state with another source's summary: another prediction (Cho et al.'s c
-    # enters every step, not only s_0); other annotations: the same one.
-    other_summary = {**memory, "summary": jnp.roll(memory["summary"], 1, axis=0)}
-    assert np.abs(step(other_summary) - step(memory)).min() > 1e-4
-    other_annotations = {**memory, "annotations": jnp.roll(memory["annotations"], 1, axis=0)}
-    np.testing.assert_array_equal(step(other_annotations), step(memory))
+    p = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), params)
+    cell, luong = p["cell"], attention.startswith("luong")
+    for b, length in enumerate(LENGTHS):
+        s_prev_D, emb_M = state_BYX[b, 0, :D], cell["embed"]["embedding"][tgt_BT[b, 1]]
+        h_bar_SE = np.asarray(memory["annotations"][b, :length], np.float64)
+        summary_E = np.asarray(memory.get("summary", np.zeros((3, 1)))[b], np.float64)
+        lstm = (state_BYX[b, 0, D:], cell["w_x_0"], cell["u_0"], cell["b_0"])
+        if luong:
+            h_D, _ = reference_step("lstm", np.concatenate([emb_M, feed_BD[b]]), s_prev_D, *lstm)
+            a_S, c_E = reference_attention(attention, p, h_D, h_bar_SE, summary_E)
+            out_O = np.tanh(np.concatenate([c_E, h_D]) @ cell["w_c"]["kernel"])
+            np.testing.assert_allclose(carry["feed"][b], out_O, atol=1e-5)
+        else:
+            a_S, c_E = reference_attention(attention, p, s_prev_D, h_bar_SE, summary_E)
+            h_D, _ = reference_step("lstm", np.concatenate([emb_M, c_E]), s_prev_D, *lstm)
+            readout = cell["readout"]
+            t_2R = np.concatenate([h_D, emb_M, c_E]) @ readout["kernel"] + readout["bias"]
+            out_O = t_2R.reshape(-1, 2).max(axis=1)
+        logits_V = out_O @ cell["logits"]["kernel"] + cell["logits"]["bias"]
+        np.testing.assert_allclose(weights_BS[b, :length], a_S, atol=1e-5)
+        assert np.all(np.asarray(weights_BS[b, length:]) == 0.0)
+        np.testing.assert_allclose(logits_BV[b], logits_V, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
