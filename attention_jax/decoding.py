@@ -5,14 +5,16 @@ A model is seen through one function and its state:
     step_fn(state, tokens_B) -> (logits_BV, state)
 
 `tokens_B` is the previous token of each sequence (BOS first); the logits score the next one.
-`state` is any pytree: a Transformer's encoder output and key/value cache, an RNN's hidden state.
+`state` is any pytree: a Transformer's encoder output and key/value cache, an RNN's hidden state
+(every encoder-decoder gives both: `step_fn, state = model.start_decoding(params, src_BS, L)`).
 Every leaf with ndim >= 1 must have the batch on axis 0 (beam search repeats such leaves for
 each beam and gathers them when beams are reordered); scalars, such as cache indices, are shared.
 Everything runs in `lax.while_loop`, so a whole decode compiles under `jax.jit`.
 
 Outputs hold the generated tokens after BOS: EOS is kept, and every position after it is padding.
 
-B batch, W beams, L maximum generated length, V vocabulary size.
+B batch, W beams (2W: the candidates kept per beam-search step), L maximum generated length,
+V vocabulary size.
 """
 
 import jax
@@ -144,10 +146,10 @@ def length_penalty(length, alpha):
     return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
 
 
-def _gather_beams(x_BW, beams_BK):
-    """x[b, beams_BK[b, k]] for arrays shaped (B, W, ...): (B, K, ...)."""
-    index = beams_BK.reshape(beams_BK.shape + (1,) * (x_BW.ndim - 2))
-    return jnp.take_along_axis(x_BW, index, axis=1)
+def _gather_beams(x, beams):
+    """x[b, beams[b, j]] for x shaped (B, W, ...) and beams (B, W'): shaped (B, W', ...)."""
+    index = beams.reshape(beams.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, index, axis=1)
 
 
 def beam_search(step_fn, state, *, beam_size, bos_id, eos_id, max_len, alpha=0.6, pad_id=0):
@@ -184,25 +186,27 @@ def beam_search(step_fn, state, *, beam_size, bos_id, eos_id, max_len, alpha=0.6
 
     def body(carry):
         i, alive_BWL, alive_logp_BW, last_BW, finished_BW, finished_BWL, state = carry
-        logits_XV, state = step_fn(state, last_BW.reshape(B * W))
-        V = logits_XV.shape[-1]
-        logp_BWV = jax.nn.log_softmax(logits_XV.astype(jnp.float32)).reshape(B, W, V)
-        candidates_BX = (alive_logp_BW[:, :, None] + logp_BWV).reshape(B, W * V)
-        logp_BK, flat_BK = jax.lax.top_k(candidates_BX, 2 * W)
-        beams_BK, tokens_BK = flat_BK // V, (flat_BK % V).astype(jnp.int32)
-        seqs_BKL = _gather_beams(alive_BWL, beams_BK).at[:, :, i].set(tokens_BK)
-        is_eos_BK = tokens_BK == eos_id
+        # The state holds B·W rows: row b·W + w is beam w of example b.
+        flat_logits, state = step_fn(state, last_BW.reshape(B * W))
+        V = flat_logits.shape[-1]
+        logp_BWV = jax.nn.log_softmax(flat_logits.astype(jnp.float32)).reshape(B, W, V)
+        candidates_BWV = alive_logp_BW[:, :, None] + logp_BWV
+        logp_B2W, flat_B2W = jax.lax.top_k(candidates_BWV.reshape(B, W * V), 2 * W)
+        beams_B2W, tokens_B2W = flat_B2W // V, (flat_B2W % V).astype(jnp.int32)
+        seqs_B2WL = _gather_beams(alive_BWL, beams_B2W).at[:, :, i].set(tokens_B2W)
+        is_eos_B2W = tokens_B2W == eos_id
 
-        alive_logp_BW, keep_BW = jax.lax.top_k(jnp.where(is_eos_BK, NEG_INF, logp_BK), W)
-        alive_BWL = _gather_beams(seqs_BKL, keep_BW)
-        last_BW = _gather_beams(tokens_BK, keep_BW)
-        parents_X = (offsets_B1 + _gather_beams(beams_BK, keep_BW)).reshape(B * W)
-        state = jax.tree.map(lambda x: x[parents_X] if jnp.ndim(x) else x, state)
+        alive_logp_BW, keep_BW = jax.lax.top_k(jnp.where(is_eos_B2W, NEG_INF, logp_B2W), W)
+        alive_BWL = _gather_beams(seqs_B2WL, keep_BW)
+        last_BW = _gather_beams(tokens_B2W, keep_BW)
+        parents_BW = offsets_B1 + _gather_beams(beams_B2W, keep_BW)
+        rows = parents_BW.reshape(B * W)
+        state = jax.tree.map(lambda x: x[rows] if jnp.ndim(x) else x, state)
 
-        ends_BK = is_eos_BK & (jnp.arange(2 * W) < W)
-        new_scores_BK = jnp.where(ends_BK, logp_BK / length_penalty(i + 1, alpha), NEG_INF)
-        merged_scores = jnp.concatenate([finished_BW, new_scores_BK], axis=1)
-        merged_seqs = jnp.concatenate([finished_BWL, seqs_BKL], axis=1)
+        ends_B2W = is_eos_B2W & (jnp.arange(2 * W) < W)
+        new_scores_B2W = jnp.where(ends_B2W, logp_B2W / length_penalty(i + 1, alpha), NEG_INF)
+        merged_scores = jnp.concatenate([finished_BW, new_scores_B2W], axis=1)  # B × 3W
+        merged_seqs = jnp.concatenate([finished_BWL, seqs_B2WL], axis=1)
         finished_BW, best_BW = jax.lax.top_k(merged_scores, W)
         finished_BWL = _gather_beams(merged_seqs, best_BW)
         return i + 1, alive_BWL, alive_logp_BW, last_BW, finished_BW, finished_BWL, state

@@ -34,12 +34,8 @@ import numpy as np
 import optax
 
 from attention_jax.interop.hf_bert import config_to_hf
-from attention_jax.models.bert import (
-    BertConfig,
-    BertForPreTraining,
-    flops_per_example,
-    pretraining_loss,
-)
+from attention_jax.models.bert import BertConfig, BertForPreTraining, flops_per_example
+from attention_jax.tasks.bert_pretraining import pretraining_loss
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "bert.md"
 VOCAB, T, P = 30522, 128, 20

@@ -33,9 +33,7 @@ def decoder(model, beam_size, use_cache):
     """Jitted (params, src_BS) -> tokens for one decoding variant."""
 
     def run(params, src_BS):
-        step_fn, state = transformer.start_decoding(
-            model, params, src_BS, MAX_LEN, use_cache=use_cache
-        )
+        step_fn, state = model.start_decoding(params, src_BS, MAX_LEN, use_cache=use_cache)
         kwargs = dict(bos_id=BOS, eos_id=NEVER, max_len=MAX_LEN)
         if beam_size == 1:
             return decoding.greedy(step_fn, state, **kwargs)

@@ -218,3 +218,29 @@ def _pad(rows: list[list[int]], num_rows: int, length: int) -> np.ndarray:
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
     return out
+
+
+class ArraySource:
+    """Random access to the rows of a dict of equal-length arrays (a Grain data source)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.arrays = arrays
+
+    def __len__(self):
+        return len(next(iter(self.arrays.values())))
+
+    def __getitem__(self, i):
+        return {key: value[i] for key, value in self.arrays.items()}
+
+
+def eval_batches(features: dict[str, np.ndarray], batch_size: int):
+    """Every row once, in order, as dicts of `batch_size` rows; the last batch is padded with
+    zero rows (whose "weight", when there is one, is 0), so one compiled step serves all."""
+    num_rows = len(next(iter(features.values())))
+    for start in range(0, num_rows, batch_size):
+        batch = {key: value[start : start + batch_size] for key, value in features.items()}
+        pad = batch_size - len(next(iter(batch.values())))
+        yield {
+            key: np.pad(value, [(0, pad)] + [(0, 0)] * (value.ndim - 1))
+            for key, value in batch.items()
+        }

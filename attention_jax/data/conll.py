@@ -6,12 +6,12 @@ The original CoNLL-2003 files tag in IOB1 (a chunk starts with I-, B- only separ
 adjacent chunks of one type); many copies are IOB2 (every chunk starts with B-). The reader
 converts either to IOB2, which leaves the entities unchanged.
 
-Following the paper, each word is WordPiece-tokenised and its label sits on its first
-sub-token; the other sub-tokens, [CLS], [SEP] and padding get label `IGNORE_LABEL` (-100) and
-weight 0. A sentence longer than `max_seq_length` is split into consecutive chunks of whole
-words, so every word gets exactly one prediction.
+Following the paper, each word is tokenised (WordPiece, or SentencePiece for our pre-training
+runs) and its label sits on its first sub-token; the other sub-tokens, [CLS], [SEP] and padding
+get label `IGNORE_LABEL` (-100) and weight 0. A sentence longer than `max_seq_length` is split
+into consecutive chunks of whole words, so every word gets exactly one prediction.
 
-F features, T max_seq_length.
+Z features, T max_seq_length.
 """
 
 import os
@@ -20,7 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from attention_jax.data.glue import WordPieceEncoder, build_inputs, special_ids, stack_inputs
+from attention_jax.data import tokenizers
+from attention_jax.data.glue import build_inputs, stack_inputs
 
 IGNORE_LABEL = -100
 
@@ -85,23 +86,22 @@ def tag_names(sentences: Sequence[tuple[Sequence[str], Sequence[str]]]) -> tuple
 
 def conll_features(
     sentences: Sequence[tuple[Sequence[str], Sequence[str]]],
-    tokenizer: WordPieceEncoder,
+    tokenizer: tokenizers.Tokenizer,
     names: Sequence[str],
     *,
     max_seq_length: int = 128,
 ) -> dict[str, np.ndarray]:
-    """WordPiece features with the label on each word's first sub-token.
+    """Token features with the label on each word's first sub-token.
 
     Args:
       names: the tag vocabulary in label-id order (e.g. `tag_names(train_sentences)`).
 
     Returns:
-      "input_ids", "input_mask", "segment_ids": int32 [F, T]; "label_ids": int32 [F, T]
-      (`IGNORE_LABEL` off first sub-tokens); "label_weights": float32 [F, T] (1 on first
-      sub-tokens); "sentence_index": int32 [F]; "word_index": int32 [F, T], the word of each
+      "input_ids", "input_mask", "segment_ids": int32 [Z, T]; "label_ids": int32 [Z, T]
+      (`IGNORE_LABEL` off first sub-tokens); "label_weights": float32 [Z, T] (1 on first
+      sub-tokens); "sentence_index": int32 [Z]; "word_index": int32 [Z, T], the word of each
       first sub-token within its sentence, -1 elsewhere.
     """
-    special = special_ids(tokenizer)
     label_of = {name: i for i, name in enumerate(names)}
     budget = max_seq_length - 2  # room left by [CLS] and [SEP]
     if budget < 1:
@@ -111,7 +111,7 @@ def conll_features(
     def add_chunk(sentence, chunk):
         """chunk: (word index, sub-token ids) pairs that fit one input."""
         ids = [token for _, pieces in chunk for token in pieces]
-        rows.append(build_inputs(ids, None, special, max_seq_length))
+        rows.append(build_inputs(ids, None, tokenizer, max_seq_length))
         labels_T = np.full(max_seq_length, IGNORE_LABEL, np.int32)
         words_T = np.full(max_seq_length, -1, np.int32)
         position = 1  # after [CLS]
@@ -129,7 +129,7 @@ def conll_features(
         unknown = set(tags) - set(label_of)
         if unknown:
             raise ValueError(f"sentence {index} has tags {sorted(unknown)} not in names")
-        encoding = tokenizer.encode(list(words), is_pretokenized=True, add_special_tokens=False)
+        encoding = tokenizer.encode_words(words)
         pieces = [[] for _ in words]
         for token, word in zip(encoding.ids, encoding.word_ids, strict=True):
             pieces[word].append(token)
@@ -137,44 +137,44 @@ def conll_features(
         for word, word_pieces in enumerate(pieces):
             # A word the normaliser deletes entirely (e.g. U+200B) still needs a labelled
             # position; a word longer than a whole input keeps its first sub-tokens.
-            word_pieces = (word_pieces or [special.unk])[:budget]
+            word_pieces = (word_pieces or [tokenizer.unk_id])[:budget]
             if length + len(word_pieces) > budget:
                 add_chunk(index, chunk)
                 chunk, length = [], 0
             chunk.append((word, word_pieces))
             length += len(word_pieces)
         add_chunk(index, chunk)
-    labels_FT = np.asarray(label_rows, np.int32).reshape(-1, max_seq_length)
+    labels_ZT = np.asarray(label_rows, np.int32).reshape(-1, max_seq_length)
     return {
         **stack_inputs(rows, max_seq_length),
-        "label_ids": labels_FT,
-        "label_weights": (labels_FT != IGNORE_LABEL).astype(np.float32),
+        "label_ids": labels_ZT,
+        "label_weights": (labels_ZT != IGNORE_LABEL).astype(np.float32),
         "sentence_index": np.asarray(sentence_index, np.int32),
         "word_index": np.asarray(word_rows, np.int32).reshape(-1, max_seq_length),
     }
 
 
 def word_predictions(
-    predicted_FT: np.ndarray, features: dict[str, np.ndarray], names: Sequence[str]
+    predicted_ZT: np.ndarray, features: dict[str, np.ndarray], names: Sequence[str]
 ) -> list[list[str]]:
     """Per-token predicted label ids → one tag per word of each sentence, read at first sub-tokens.
 
     The result lines up with the `sentences` given to `conll_features`, ready for
     `evaluation.ner.entity_scores`.
     """
-    word_index_FT = features["word_index"]
-    predicted_FT = np.asarray(predicted_FT)
-    if predicted_FT.shape != word_index_FT.shape:
+    word_index_ZT = features["word_index"]
+    predicted_ZT = np.asarray(predicted_ZT)
+    if predicted_ZT.shape != word_index_ZT.shape:
         raise ValueError(
-            f"predictions have shape {predicted_FT.shape}, features {word_index_FT.shape}"
+            f"predictions have shape {predicted_ZT.shape}, features {word_index_ZT.shape}"
         )
-    feature, position = np.nonzero(word_index_FT >= 0)
+    feature, position = np.nonzero(word_index_ZT >= 0)
     sentence = features["sentence_index"][feature]
-    word = word_index_FT[feature, position]
+    word = word_index_ZT[feature, position]
     num_sentences = int(features["sentence_index"].max()) + 1 if len(sentence) else 0
     lengths = np.zeros(num_sentences, np.int64)
     np.maximum.at(lengths, sentence, word + 1)
     tags = [[""] * length for length in lengths]
-    for s, w, label in zip(sentence, word, predicted_FT[feature, position], strict=True):
+    for s, w, label in zip(sentence, word, predicted_ZT[feature, position], strict=True):
         tags[s][w] = names[label]
     return tags

@@ -4,73 +4,46 @@ Reads the GLUE TSV files (SST-2: `label<TAB>sentence`; MRPC: `Quality<TAB>#1 ID<
 #1 String<TAB>#2 String`) and turns them into the fixed-size inputs of google-research/bert's
 `run_classifier.py`: `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, truncated and zero-padded.
 
-Tokenisation is WordPiece from the `tokenizers` library, e.g.
-`tokenizers.BertWordPieceTokenizer("vocab.txt", lowercase=True)`; any object with the same
-`encode(...)` / `token_to_id(...)` API works. Truncation and padding must be off in the tokenizer
-(this module does both, as BERT does).
+Tokenisation is by a `tokenizers.Tokenizer` (`WordPieceTokenizer` for imported checkpoints,
+`SentencePieceTokenizer` for our pre-training runs), which adds no special tokens and neither
+truncates nor pads: this module does all three, as BERT does. `sentence_split` carves a
+validation set out of SST-2's train file without the phrase leak of a row-level split.
 
-E examples, T max_seq_length.
+Z examples, T max_seq_length.
 """
 
+import bisect
 import os
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+
+from attention_jax.data import tokenizers
 
 # The official SST-2 dev set has 872 sentences; carving as many rows out of train gives the
 # validation accuracy the same sampling noise.
 SST2_VALIDATION_SIZE = 872
 
 
-class WordPieceEncoder(Protocol):
-    """The part of the `tokenizers` API the fine-tuning readers use."""
-
-    def encode(
-        self,
-        sequence: Any,
-        pair: Any = None,
-        is_pretokenized: bool = False,
-        add_special_tokens: bool = True,
-    ) -> Any: ...
-
-    def token_to_id(self, token: str) -> int | None: ...
-
-
-class SpecialIds(NamedTuple):
-    cls: int
-    sep: int
-    pad: int
-    unk: int
-
-
-def special_ids(tokenizer: WordPieceEncoder) -> SpecialIds:
-    """Looks up [CLS], [SEP], [PAD], [UNK]; rejects tokenizers that truncate or pad themselves."""
-    for setting in ("truncation", "padding"):
-        if getattr(tokenizer, setting, None) is not None:
-            raise ValueError(f"tokenizer has {setting} enabled; disable it, the reader does it")
-    ids = {name: tokenizer.token_to_id(f"[{name.upper()}]") for name in SpecialIds._fields}
-    missing = [f"[{name.upper()}]" for name, i in ids.items() if i is None]
-    if missing:
-        raise ValueError(f"tokenizer vocabulary lacks {', '.join(missing)}")
-    return SpecialIds(**ids)
-
-
 def build_inputs(
-    ids_a: Sequence[int], ids_b: Sequence[int] | None, special: SpecialIds, max_seq_length: int
+    ids_a: Sequence[int],
+    ids_b: Sequence[int] | None,
+    tokenizer: tokenizers.Tokenizer,
+    max_seq_length: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`[CLS] a [SEP] (b [SEP])` → (input_ids_T, input_mask_T, segment_ids_T), int32, zero-padded.
+    """`[CLS] a [SEP] (b [SEP])` → (input_ids_T, input_mask_T, segment_ids_T), int32, padded.
 
-    The caller truncates; this only checks that the result fits.
+    The special ids are the tokenizer's. The caller truncates; this only checks that the
+    result fits.
     """
-    tokens = [special.cls, *ids_a, special.sep]
+    tokens = [tokenizer.cls_id, *ids_a, tokenizer.sep_id]
     segments = [0] * len(tokens)
     if ids_b is not None:
-        tokens += [*ids_b, special.sep]
+        tokens += [*ids_b, tokenizer.sep_id]
         segments += [1] * (len(ids_b) + 1)
     if len(tokens) > max_seq_length:
         raise ValueError(f"{len(tokens)} tokens do not fit max_seq_length={max_seq_length}")
-    input_ids_T = np.full(max_seq_length, special.pad, np.int32)
+    input_ids_T = np.full(max_seq_length, tokenizer.pad_id, np.int32)
     input_mask_T = np.zeros(max_seq_length, np.int32)
     segment_ids_T = np.zeros(max_seq_length, np.int32)
     input_ids_T[: len(tokens)] = tokens
@@ -82,7 +55,7 @@ def build_inputs(
 def stack_inputs(
     rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], max_seq_length: int
 ) -> dict[str, np.ndarray]:
-    """Stacks `build_inputs` rows into {"input_ids", "input_mask", "segment_ids"}: int32 [E, T]."""
+    """Stacks `build_inputs` rows into {"input_ids", "input_mask", "segment_ids"}: int32 [Z, T]."""
     keys = ("input_ids", "input_mask", "segment_ids")
     if not rows:
         return {key: np.zeros((0, max_seq_length), np.int32) for key in keys}
@@ -107,7 +80,7 @@ def read_glue_tsv(
       labels: the label strings in class-id order.
 
     Returns:
-      (texts, labels_E): texts[i] is a tuple of 1 or 2 strings; labels_E int32 class ids.
+      (texts, labels_Z): texts[i] is a tuple of 1 or 2 strings; labels_Z int32 class ids.
     """
     if len(text_columns) not in (1, 2):
         raise ValueError(f"text_columns must name 1 or 2 columns, got {len(text_columns)}")
@@ -149,28 +122,27 @@ def _truncate_pair(ids_a: list[int], ids_b: list[int], max_length: int) -> None:
 
 def classification_features(
     texts: Sequence[tuple[str, ...]],
-    labels_E: np.ndarray,
-    tokenizer: WordPieceEncoder,
+    labels_Z: np.ndarray,
+    tokenizer: tokenizers.Tokenizer,
     *,
     max_seq_length: int = 128,
 ) -> dict[str, np.ndarray]:
     """Tokenises, truncates and pads as google-research/bert's `convert_single_example`.
 
     Returns:
-      {"input_ids", "input_mask", "segment_ids"}: int32 [E, T]; "label": int32 [E].
+      {"input_ids", "input_mask", "segment_ids"}: int32 [Z, T]; "label": int32 [Z].
     """
-    if len(texts) != len(labels_E):
-        raise ValueError(f"{len(texts)} texts but {len(labels_E)} labels")
-    special = special_ids(tokenizer)
+    if len(texts) != len(labels_Z):
+        raise ValueError(f"{len(texts)} texts but {len(labels_Z)} labels")
     rows = []
     for text in texts:
-        ids = [tokenizer.encode(part, add_special_tokens=False).ids for part in text]
+        ids = [list(tokenizer.encode(part)) for part in text]
         if len(ids) == 1:
-            rows.append(build_inputs(ids[0][: max_seq_length - 2], None, special, max_seq_length))
+            rows.append(build_inputs(ids[0][: max_seq_length - 2], None, tokenizer, max_seq_length))
         else:
             _truncate_pair(ids[0], ids[1], max_seq_length - 3)
-            rows.append(build_inputs(ids[0], ids[1], special, max_seq_length))
-    return {**stack_inputs(rows, max_seq_length), "label": np.asarray(labels_E, np.int32)}
+            rows.append(build_inputs(ids[0], ids[1], tokenizer, max_seq_length))
+    return {**stack_inputs(rows, max_seq_length), "label": np.asarray(labels_Z, np.int32)}
 
 
 def train_validation_split(
@@ -184,7 +156,7 @@ def train_validation_split(
     Caution: SST-2's train file holds every sentiment-bearing phrase of each parse tree, so a
     row-level split leaks. With seed 0, 767 of the 872 validation phrases occur verbatim inside
     a longer training phrase; accuracy here reads higher than on the official sentence-level dev
-    set and is not comparable with published SST-2 dev numbers.
+    set and is not comparable with published SST-2 dev numbers. `sentence_split` avoids this.
     """
     num_rows = len(next(iter(features.values())))
     if not 0 < validation_size < num_rows:
@@ -196,3 +168,46 @@ def train_validation_split(
         {key: value[train_rows] for key, value in features.items()},
         {key: value[validation_rows] for key, value in features.items()},
     )
+
+
+def sentence_split(
+    texts: list[tuple[str, ...]], validation_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Holds out whole sentences and drops every training phrase inside them.
+
+    SST-2's train file holds every sentiment-bearing phrase of each parse tree, so a row-level
+    split scores phrases whose sub- or super-phrases were trained on. Here a sentence is a row
+    that no other row contains as a run of whole words; `validation_size` of them are drawn in
+    a seeded order, and every row that is a run of words inside one of them (a sub-phrase, or a
+    duplicate) leaves train. No training row contains a validation sentence, by construction.
+
+    Returns:
+      (train_rows, validation_rows, num_dropped): sorted row indices, and how many rows left
+      train because they lie inside a validation sentence.
+    """
+    words = [" ".join(parts).split() for parts in texts]
+    padded = [f" {' '.join(w)} " for w in words]  # spaces make `find` match whole words
+    # Rows by decreasing length, joined: the rows longer than x are a prefix of the haystack.
+    by_length = sorted(range(len(padded)), key=lambda i: -len(padded[i]))
+    haystack = "\n".join(padded[i] for i in by_length)
+    prefix_ends = np.cumsum([len(padded[i]) + 1 for i in by_length])
+    negative_lengths = [-len(padded[i]) for i in by_length]
+    validation = []
+    for i in np.random.default_rng(seed).permutation(len(padded)):
+        longer = bisect.bisect_left(negative_lengths, -len(padded[i]))
+        if not longer or haystack.find(padded[i], 0, prefix_ends[longer - 1]) < 0:
+            validation.append(int(i))
+            if len(validation) == validation_size:
+                break
+    else:
+        raise ValueError(f"only {len(validation)} sentences, fewer than {validation_size}")
+    inside = {
+        " ".join(w[a:b])
+        for w in (words[i] for i in validation)
+        for a in range(len(w))
+        for b in range(a + 1, len(w) + 1)
+    }
+    held_out = set(validation)
+    train = [i for i in range(len(words)) if i not in held_out and " ".join(words[i]) not in inside]
+    num_dropped = len(words) - len(validation) - len(train)
+    return np.asarray(train), np.sort(np.asarray(validation)), num_dropped

@@ -7,10 +7,11 @@ answer is not wholly inside it); prediction takes the best-scoring valid span ov
 of a question, counting a start token only in the window where it has the most context.
 
 Where run_squad.py maps WordPiece tokens back through whitespace-split words
-(`get_final_text`), this module keeps each token's character offsets into the context from the
-`tokenizers` library, so answer spans and predicted text are exact character slices.
+(`get_final_text`), this module keeps each token's character offsets into the context
+(`Tokenizer.encode_with_offsets`), so answer spans and predicted text are exact character
+slices, for WordPiece and SentencePiece alike.
 
-F features (windows), T max_seq_length.
+Z features (windows), T max_seq_length.
 """
 
 import dataclasses
@@ -21,7 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from attention_jax.data.glue import WordPieceEncoder, build_inputs, special_ids, stack_inputs
+from attention_jax.data import tokenizers
+from attention_jax.data.glue import build_inputs, stack_inputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +113,7 @@ def _max_context_span(spans: list[tuple[int, int]], num_tokens: int) -> np.ndarr
 
 def squad_features(
     examples: Sequence[SquadExample],
-    tokenizer: WordPieceEncoder,
+    tokenizer: tokenizers.Tokenizer,
     *,
     max_seq_length: int = 384,
     doc_stride: int = 128,
@@ -126,21 +128,19 @@ def squad_features(
         evaluation every example is kept and labelled from its first answer where possible.
 
     Returns:
-      "input_ids", "input_mask", "segment_ids": int32 [F, T]; "start_positions",
-      "end_positions": int32 [F] (0 = [CLS] when the answer is not inside the window);
-      "example_index": int32 [F], the example each window came from; "token_offsets": int32
-      [F, T, 2], each context token's [start, end) characters in the context, -1 elsewhere;
-      "token_is_max_context": bool [F, T].
+      "input_ids", "input_mask", "segment_ids": int32 [Z, T]; "start_positions",
+      "end_positions": int32 [Z] (0 = [CLS] when the answer is not inside the window);
+      "example_index": int32 [Z], the example each window came from; "token_offsets": int32
+      [Z, T, 2], each context token's [start, end) characters in the context, -1 elsewhere;
+      "token_is_max_context": bool [Z, T].
     """
     if doc_stride < 1:
         raise ValueError(f"doc_stride must be positive, got {doc_stride}")
-    special = special_ids(tokenizer)
     rows, labels, example_index, token_offsets, is_max_context = [], [], [], [], []
     num_skipped = 0
     for index, example in enumerate(examples):
-        question_ids = tokenizer.encode(example.question, add_special_tokens=False).ids
-        question_ids = question_ids[:max_query_length]
-        context = tokenizer.encode(example.context, add_special_tokens=False)
+        question_ids = tokenizer.encode(example.question)[:max_query_length]
+        context = tokenizer.encode_with_offsets(example.context)
         answer = _answer_token_span(example, context.offsets)
         if is_training:
             if len(example.answers) != 1:
@@ -165,7 +165,7 @@ def squad_features(
             window = slice(context_at, context_at + length)
             rows.append(
                 build_inputs(
-                    question_ids, context.ids[start : start + length], special, max_seq_length
+                    question_ids, context.ids[start : start + length], tokenizer, max_seq_length
                 )
             )
             offsets_T2 = np.full((max_seq_length, 2), -1, np.int32)
@@ -183,11 +183,11 @@ def squad_features(
         logging.warning(
             "skipped %d training questions whose answer is not in the context", num_skipped
         )
-    labels_F2 = np.asarray(labels, np.int32).reshape(-1, 2)
+    labels_Z2 = np.asarray(labels, np.int32).reshape(-1, 2)
     return {
         **stack_inputs(rows, max_seq_length),
-        "start_positions": labels_F2[:, 0],
-        "end_positions": labels_F2[:, 1],
+        "start_positions": labels_Z2[:, 0],
+        "end_positions": labels_Z2[:, 1],
         "example_index": np.asarray(example_index, np.int32),
         "token_offsets": np.asarray(token_offsets, np.int32).reshape(-1, max_seq_length, 2),
         "token_is_max_context": np.asarray(is_max_context, bool).reshape(-1, max_seq_length),
@@ -202,8 +202,8 @@ def _top_indexes(logits_T: np.ndarray, n: int) -> np.ndarray:
 def squad_predictions(
     examples: Sequence[SquadExample],
     features: dict[str, np.ndarray],
-    start_logits_FT: np.ndarray,
-    end_logits_FT: np.ndarray,
+    start_logits_ZT: np.ndarray,
+    end_logits_ZT: np.ndarray,
     *,
     n_best_size: int = 20,
     max_answer_length: int = 30,
@@ -220,14 +220,14 @@ def squad_predictions(
       run_squad.py writes "empty"); nbest[qas_id] lists up to `n_best_size` dicts with "text",
       "probability" (softmax over the n-best scores), "start_logit", "end_logit".
     """
-    start_logits_FT = np.asarray(start_logits_FT, np.float64)
-    end_logits_FT = np.asarray(end_logits_FT, np.float64)
-    for name, logits in (("start", start_logits_FT), ("end", end_logits_FT)):
+    start_logits_ZT = np.asarray(start_logits_ZT, np.float64)
+    end_logits_ZT = np.asarray(end_logits_ZT, np.float64)
+    for name, logits in (("start", start_logits_ZT), ("end", end_logits_ZT)):
         if logits.shape != features["input_ids"].shape:
             raise ValueError(
                 f"{name} logits have shape {logits.shape}, features {features['input_ids'].shape}"
             )
-    offsets_FT2 = features["token_offsets"]
+    offsets_ZT2 = features["token_offsets"]
     windows_of = [[] for _ in examples]
     for feature in range(len(features["example_index"])):
         windows_of[features["example_index"][feature]].append(feature)
@@ -235,15 +235,15 @@ def squad_predictions(
     for example, windows in zip(examples, windows_of, strict=True):
         candidates = []  # (score, start logit, end logit, feature, start, end)
         for feature in windows:
-            starts = _top_indexes(start_logits_FT[feature], n_best_size)
-            ends = _top_indexes(end_logits_FT[feature], n_best_size)
-            in_context_T = offsets_FT2[feature, :, 0] >= 0
+            starts = _top_indexes(start_logits_ZT[feature], n_best_size)
+            ends = _top_indexes(end_logits_ZT[feature], n_best_size)
+            in_context_T = offsets_ZT2[feature, :, 0] >= 0
             for start in starts:
                 if not (in_context_T[start] and features["token_is_max_context"][feature, start]):
                     continue
                 for end in ends:
                     if in_context_T[end] and start <= end < start + max_answer_length:
-                        s, e = start_logits_FT[feature, start], end_logits_FT[feature, end]
+                        s, e = start_logits_ZT[feature, start], end_logits_ZT[feature, end]
                         candidates.append((s + e, s, e, feature, start, end))
         # Python's sort is stable, so equal scores keep run_squad.py's enumeration order.
         candidates.sort(key=lambda candidate: candidate[0], reverse=True)
@@ -251,7 +251,7 @@ def squad_predictions(
         for score, s, e, feature, start, end in candidates:
             if len(entries) == n_best_size:
                 break
-            text = example.context[offsets_FT2[feature, start, 0] : offsets_FT2[feature, end, 1]]
+            text = example.context[offsets_ZT2[feature, start, 0] : offsets_ZT2[feature, end, 1]]
             if all(text != entry["text"] for entry in entries):
                 entries.append({"text": text, "start_logit": float(s), "end_logit": float(e)})
                 scores.append(score)

@@ -196,6 +196,38 @@ def prepare_pretraining_data(
     return ExampleSource(sources["train"]), ExampleSource(sources["eval"]), tokenizer
 
 
+def prepare_phases(data_config, num_train_steps: int):
+    """One prepared dataset per sequence-length phase (BERT trains on 128 tokens for 90% of the
+    steps, then 512): `data_config.phases` holds (max_seq_length, max_predictions_per_seq,
+    fraction of the steps) per phase, the last one taking the steps left; the other fields are
+    `prepare_pretraining_data`'s.
+
+    Returns:
+      ([(steps, train_source, eval_source)] per phase, tokenizer).
+    """
+    d = data_config
+    phases, tokenizer, first_step = [], None, 0
+    for i, (max_seq_length, max_predictions, fraction) in enumerate(d.phases):
+        last = i == len(d.phases) - 1
+        end_step = num_train_steps if last else first_step + round(fraction * num_train_steps)
+        train_source, eval_source, tokenizer = prepare_pretraining_data(
+            d.corpus_dir,
+            d.output_dir,
+            vocab_size=d.vocab_size,
+            max_seq_length=max_seq_length,
+            max_predictions_per_seq=max_predictions,
+            dupe_factor=d.dupe_factor,
+            short_seq_prob=d.short_seq_prob,
+            masked_lm_prob=d.masked_lm_prob,
+            whole_word_masking=d.whole_word_masking,
+            seed=d.seed,
+            eval_fraction=d.eval_fraction,
+        )
+        phases.append((end_step - first_step, train_source, eval_source))
+        first_step = end_step
+    return phases, tokenizer
+
+
 class ExampleSource:
     """A split of a prepared `BertPretraining` dataset: `len()`, `[i]` and `__getitems__`.
 

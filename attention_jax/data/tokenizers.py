@@ -1,8 +1,10 @@
 """Tokenizers for BERT: SentencePiece trained on the corpus, WordPiece for imported checkpoints.
 
 Both share one small interface (`Tokenizer`): the special ids BERT needs, `encode`/`decode`
-without special tokens added, and `word_starts_V`, which says which pieces begin a word (what
-whole-word masking groups by). V is the vocabulary size.
+without special tokens added, `word_starts_V`, which says which pieces begin a word (what
+whole-word masking groups by), and for fine-tuning `encode_with_offsets` (each token's characters
+in the text, for SQuAD spans) and `encode_words` (pre-split words, for CoNLL labels). V is the
+vocabulary size.
 
 Special tokens are `[PAD]` (id 0 in SentencePiece models trained here), `[UNK]`, `[CLS]`, `[SEP]`
 and `[MASK]`. `[CLS]`, `[SEP]` and `[MASK]` written literally in the text encode to their ids in
@@ -15,6 +17,7 @@ import json
 import os
 import pathlib
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import sentencepiece as spm
@@ -24,6 +27,25 @@ from attention_jax.data import corpus
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SENTENCEPIECE_FILENAME = "spm.model"
+VOCAB_FILENAME = "vocab.txt"
+TOKENIZER_CONFIG_FILENAME = "tokenizer_config.json"  # beside vocab.txt: `do_lower_case`
+
+
+class Encoding(NamedTuple):
+    """Tokens of a text or of pre-split words, without special tokens.
+
+    Attributes:
+      ids: the token ids.
+      offsets: each token's [start, end) characters in the text, or within its word for
+        `encode_words` (as Hugging Face `tokenizers` gives them). A span covers the token's
+        characters only: never the whitespace a SentencePiece `▁` stands for.
+      word_ids: the index of each token's word; all 0 for `encode_with_offsets`, whose text is
+        one word, so `encode_with_offsets(t) == encode_words([t])`.
+    """
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    word_ids: list[int]
 
 
 class Tokenizer(abc.ABC):
@@ -31,16 +53,26 @@ class Tokenizer(abc.ABC):
 
     Attributes:
       path: the file the tokenizer was loaded from.
+      files: the files a run copies to be self-contained (`load_tokenizer` on a folder holding
+        them gives this tokenizer back): `spm.model`, or `vocab.txt` and, when present,
+        `tokenizer_config.json`.
       backend: the library's own tokenizer (`sentencepiece.SentencePieceProcessor` or
-        `tokenizers.BertWordPieceTokenizer`), for what this interface leaves out (offsets, ...).
+        `tokenizers.BertWordPieceTokenizer`), for what this interface leaves out.
       vocab_size: number of ids; ids are 0 .. vocab_size - 1.
       pad_id, unk_id, cls_id, sep_id, mask_id: the special ids.
       word_starts_V: bool array, True where a piece begins a word. Continuation pieces (WordPiece
         `##ing`, SentencePiece pieces without the `▁` word-boundary mark) are False.
     """
 
-    def __init__(self, path, pieces: Sequence[str], word_starts_V: np.ndarray):
+    def __init__(
+        self,
+        path,
+        pieces: Sequence[str],
+        word_starts_V: np.ndarray,
+        files: Sequence[pathlib.Path],
+    ):
         self.path = str(path)
+        self.files = list(files)
         self._pieces = list(pieces)
         self._ids = {piece: i for i, piece in enumerate(self._pieces)}
         self.vocab_size = len(self._pieces)
@@ -59,6 +91,14 @@ class Tokenizer(abc.ABC):
     @abc.abstractmethod
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """`encode` for many texts at once, by the library's batched (multithreaded) encoder."""
+
+    @abc.abstractmethod
+    def encode_with_offsets(self, text: str) -> Encoding:
+        """`encode(text)` with each token's [start, end) characters in `text`."""
+
+    @abc.abstractmethod
+    def encode_words(self, words: Sequence[str]) -> Encoding:
+        """Tokens of pre-split words: offsets within each word, word_ids the word's index."""
 
     @abc.abstractmethod
     def _decode(self, ids: list[int]) -> str:
@@ -103,13 +143,40 @@ class SentencePieceTokenizer(Tokenizer):
             raise ValueError(f"{path} is not a SentencePiece model") from None
         pieces = [self.backend.IdToPiece(i) for i in range(self.backend.GetPieceSize())]
         starts = [piece.startswith("▁") or not piece[0].isalnum() for piece in pieces]
-        super().__init__(path, pieces, starts)
+        super().__init__(path, pieces, starts, [path])
 
     def encode(self, text: str) -> list[int]:
         return self.backend.Encode(text)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return self.backend.Encode(list(texts), num_threads=min(os.cpu_count() or 1, 16))
+
+    def _ids_and_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        pieces = self.backend.encode(text, return_type="proto").pieces
+        # SentencePiece reports UTF-8 byte offsets; count the characters that end before.
+        char_ends = np.cumsum([len(ch.encode()) for ch in text])
+        begins = np.searchsorted(char_ends, [p.begin for p in pieces], side="right")
+        ends = np.searchsorted(char_ends, [p.end for p in pieces], side="right")
+        # A piece's span starts at the whitespace its "▁" stands for; Hugging Face spans cover
+        # the characters only, so answers sliced from them have no leading space.
+        offsets = [
+            (e - len(text[b:e].lstrip()), e)
+            for b, e in zip(begins.tolist(), ends.tolist(), strict=True)
+        ]
+        return [p.id for p in pieces], offsets
+
+    def encode_with_offsets(self, text: str) -> Encoding:
+        ids, offsets = self._ids_and_offsets(text)
+        return Encoding(ids, offsets, [0] * len(ids))
+
+    def encode_words(self, words: Sequence[str]) -> Encoding:
+        ids, offsets, word_ids = [], [], []
+        for word, text in enumerate(words):
+            word_pieces, word_offsets = self._ids_and_offsets(text)
+            ids += word_pieces
+            offsets += word_offsets
+            word_ids += [word] * len(word_pieces)
+        return Encoding(ids, offsets, word_ids)
 
     def _decode(self, ids: list[int]) -> str:
         return self.backend.Decode(ids)
@@ -126,8 +193,8 @@ class WordPieceTokenizer(Tokenizer):
 
     def __init__(self, vocab_path, lowercase: bool | None = None):
         vocab_path = _require_file(vocab_path, "WordPiece vocabulary")
+        config_path = vocab_path.with_name(TOKENIZER_CONFIG_FILENAME)
         if lowercase is None:
-            config_path = vocab_path.with_name("tokenizer_config.json")
             config = json.loads(config_path.read_text()) if config_path.is_file() else {}
             lowercase = bool(config.get("do_lower_case", True))
         self.lowercase = lowercase
@@ -141,7 +208,8 @@ class WordPieceTokenizer(Tokenizer):
         pieces = [""] * len(vocab)
         for piece, i in vocab.items():
             pieces[i] = piece
-        super().__init__(vocab_path, pieces, [not p.startswith("##") for p in pieces])
+        files = [vocab_path, *([config_path] if config_path.is_file() else [])]
+        super().__init__(vocab_path, pieces, [not p.startswith("##") for p in pieces], files)
 
     def encode(self, text: str) -> list[int]:
         return self.backend.encode(text, add_special_tokens=False).ids
@@ -150,13 +218,35 @@ class WordPieceTokenizer(Tokenizer):
         encodings = self.backend.encode_batch(list(texts), add_special_tokens=False)
         return [e.ids for e in encodings]
 
+    def encode_with_offsets(self, text: str) -> Encoding:
+        encoding = self.backend.encode(text, add_special_tokens=False)
+        return Encoding(encoding.ids, encoding.offsets, [0] * len(encoding.ids))
+
+    def encode_words(self, words: Sequence[str]) -> Encoding:
+        encoding = self.backend.encode(list(words), is_pretokenized=True, add_special_tokens=False)
+        return Encoding(encoding.ids, encoding.offsets, encoding.word_ids)
+
     def _decode(self, ids: list[int]) -> str:
         return self.backend.decode(ids, skip_special_tokens=False)
 
 
 def load_tokenizer(path) -> Tokenizer:
-    """A `SentencePieceTokenizer` for a `.model` file, else a `WordPieceTokenizer` (vocab.txt)."""
-    if str(path).endswith(".model"):
+    """The tokenizer of a file or of a folder holding one.
+
+    A `.model` file is a `SentencePieceTokenizer`, another file a `WordPieceTokenizer`
+    (vocab.txt). A folder gives a `WordPieceTokenizer` for its `vocab.txt` (cased or not as
+    `tokenizer_config.json` beside it says), else a `SentencePieceTokenizer` for its `spm.model`.
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        if (path / VOCAB_FILENAME).is_file():
+            return WordPieceTokenizer(path / VOCAB_FILENAME)
+        if (path / SENTENCEPIECE_FILENAME).is_file():
+            return SentencePieceTokenizer(path / SENTENCEPIECE_FILENAME)
+        raise ValueError(
+            f"tokenizer folder {path} has neither {VOCAB_FILENAME} nor {SENTENCEPIECE_FILENAME}"
+        )
+    if path.suffix == ".model":
         return SentencePieceTokenizer(path)
     return WordPieceTokenizer(path)
 

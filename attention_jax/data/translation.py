@@ -13,8 +13,10 @@ two layouts:
 
 Examples are `{"source": Text, "target": Text}` in array_record files, kept in file order (readers
 shuffle). Read them with `builder.as_data_source()` (bytes; `as_dataset()` would need TensorFlow).
-`load_pairs` is the one call an experiment makes: it prepares the dataset once and returns a
-split as (source, target) string pairs.
+`load_pairs` prepares the dataset once and returns a split as (source, target) string pairs;
+`load_dataset_pairs` does the same for a local layout or a TFDS catalogue name,
+`joint_tokenizer` trains one SentencePiece model on both sides of the training pairs, and
+`pair_batches` encodes pairs into length-bucketed batches.
 
 With internet access, TFDS catalogue datasets such as `wmt14_translate/de-en` or
 `wmt17_translate/de-en` serve instead: `tfds.builder(name).download_and_prepare(
@@ -28,10 +30,12 @@ import json
 import logging
 import pathlib
 import re
+import shutil
+import tempfile
 
 import tensorflow_datasets as tfds
 
-from attention_jax.data import corpus
+from attention_jax.data import batching, corpus, tokenizers
 
 _LOG = logging.getLogger(__name__)
 
@@ -228,6 +232,70 @@ def load_pairs(
     source = builder.as_data_source(split)
     examples = source.__getitems__(range(len(source)))
     return [(ex["source"].decode(), ex["target"].decode()) for ex in examples]
+
+
+def load_dataset_pairs(
+    dataset, split, *, manual_dir, source_lang, target_lang, data_dir
+) -> list[Pair]:
+    """A split as (source, target) strings: a local layout of `LAYOUTS` read from `manual_dir`
+    (see `load_pairs`), or a TFDS catalogue dataset such as "wmt14_translate/de-en", which
+    downloads once (internet needed) and keys its examples by language code."""
+    if dataset in LAYOUTS:
+        return load_pairs(manual_dir, dataset, source_lang, target_lang, split, data_dir=data_dir)
+    builder = tfds.builder(dataset, data_dir=data_dir)
+    builder.download_and_prepare(file_format="array_record")
+
+    def text(x):
+        return x.decode() if isinstance(x, bytes) else str(x)
+
+    return [(text(ex[source_lang]), text(ex[target_lang])) for ex in builder.as_data_source(split)]
+
+
+def joint_tokenizer(
+    train_pairs: list[Pair], output_dir, *, vocab_size: int, lowercase: bool, seed: int
+) -> tokenizers.SentencePieceTokenizer:
+    """One SentencePiece model for both languages (shared embeddings need a joint vocabulary),
+    trained once per corpus and settings under `output_dir` and reused afterwards."""
+    digest = hashlib.sha256(json.dumps([vocab_size, lowercase, seed]).encode())
+    for pair in train_pairs:
+        digest.update("\t".join(pair).encode())
+    model_dir = pathlib.Path(output_dir) / f"translation_spm-{digest.hexdigest()[:16]}"
+    if not (model_dir / tokenizers.SENTENCEPIECE_FILENAME).is_file():
+        with tempfile.TemporaryDirectory(dir=output_dir) as tmp:
+            text = pathlib.Path(tmp) / "train.txt"
+            text.write_text("".join(f"{s}\n{t}\n" for s, t in train_pairs), encoding="utf-8")
+            tokenizers.train_sentencepiece(
+                [text], pathlib.Path(tmp) / "spm", vocab_size, lowercase=lowercase, seed=seed
+            )
+            shutil.move(pathlib.Path(tmp) / "spm", model_dir)  # appears complete or not at all
+    return tokenizers.SentencePieceTokenizer(model_dir / tokenizers.SENTENCEPIECE_FILENAME)
+
+
+def pair_batches(
+    tokenizer, pairs: list[Pair], batch_size, seed, *, shuffle, max_len=None, **shard
+) -> batching.PairBatches:
+    """`PairBatches` of the encoded pairs; with `max_len`, pairs with a longer side are dropped.
+
+    [CLS] and [SEP], which every SentencePiece model of this project reserves, serve as BOS
+    and EOS.
+    """
+    sources = tokenizer.encode_batch([s for s, _ in pairs])
+    targets = tokenizer.encode_batch([t for _, t in pairs])
+    if max_len is not None:
+        kept = [
+            (s, t) for s, t in zip(sources, targets, strict=True) if max(len(s), len(t)) < max_len
+        ]
+        sources, targets = [s for s, _ in kept], [t for _, t in kept]
+    return batching.PairBatches(
+        sources,
+        targets,
+        batch_size,
+        seed,
+        bos_id=tokenizer.cls_id,
+        eos_id=tokenizer.sep_id,
+        shuffle=shuffle,
+        **shard,
+    )
 
 
 def _read_lines(path, *, strip: bool = True) -> list[str]:

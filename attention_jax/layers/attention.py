@@ -3,8 +3,8 @@
 Every module can hand back its attention weights: `sow_weights=True` stores them in the
 "intermediates" collection under "attention_weights" (run `apply(..., mutable=["intermediates"])`).
 
-B batch, T query length, S key length, D model dim, N query heads, K key/value heads,
-H head dim, A attention hidden size, R hops, L cache length.
+B batch, T query length, S key length, D model dim, E value dim, N query heads,
+K key/value heads, H head dim, A attention hidden size, R hops, L cache length.
 """
 
 import math

@@ -18,8 +18,8 @@ layer over the pooled output (classification) or over every token (span start/en
 Parameter names follow the paper's blocks; `attention_jax.interop.hf_bert` maps them to the
 Hugging Face / google-research checkpoint names.
 
-B batch, T sequence length, D hidden size, F intermediate size, V vocabulary size,
-P masked predictions per sequence, C labels.
+B batch, T sequence length, D hidden size, N attention heads, F intermediate size,
+V vocabulary size, P masked predictions per sequence, C labels.
 """
 
 import dataclasses
@@ -28,9 +28,9 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from attention_jax.layers import MultiHeadAttention
+from attention_jax.models import common
 from attention_jax.ops.dot_product import IMPLEMENTATIONS
 
 # "gelu" is the exact erf form that google-research/bert and Hugging Face use.
@@ -51,7 +51,10 @@ def _grid_point(name, layers, hidden, heads):
         )
         return cls(vocab_size=vocab_size, **{**shape, **overrides})
 
-    preset.__doc__ = f"{name}: L={layers}, H={hidden}, A={heads}, intermediate size 4H."
+    preset.__doc__ = (
+        f"{name}: {layers} layers, D = {hidden}, N = {heads} heads, F = 4D "
+        f"(the paper's L={layers}, H={hidden}, A={heads})."
+    )
     return classmethod(preset)
 
 
@@ -61,9 +64,9 @@ class BertConfig:
 
     Attributes:
       vocab_size: V, the WordPiece / SentencePiece vocabulary size.
-      hidden_size: D.
-      num_layers: L, encoder blocks.
-      num_heads: A, attention heads (divides D).
+      hidden_size: D (H in the paper).
+      num_layers: encoder blocks (L in the paper).
+      num_heads: N, attention heads (A in the paper; divides D).
       intermediate_size: F, feed-forward size (4D in the paper).
       max_position_embeddings: longest sequence the learned position table covers.
       type_vocab_size: number of segment ids (2: sentence A and B).
@@ -114,13 +117,9 @@ class BertConfig:
                 f"attention_implementation must be one of {IMPLEMENTATIONS}, "
                 f"got {self.attention_implementation!r}"
             )
-        for name in ("dtype", "param_dtype"):
-            try:
-                jnp.dtype(getattr(self, name))
-            except TypeError:
-                raise ValueError(f"{name} {getattr(self, name)!r} is not a dtype name") from None
+        common.check_dtype_names(self)
 
-    # The google-research/bert model grid (its README: BERT-Tiny ... BERT-Large), intermediate 4H.
+    # The google-research/bert model grid (its README: BERT-Tiny ... BERT-Large), F = 4D.
     tiny = _grid_point("BERT-Tiny", layers=2, hidden=128, heads=2)
     mini = _grid_point("BERT-Mini", layers=4, hidden=256, heads=4)
     small = _grid_point("BERT-Small", layers=4, hidden=512, heads=8)
@@ -139,31 +138,13 @@ def _init(config, axes):
 
 def _dense(config, features, axes, name=None):
     """Dense layer with BERT's initialiser; `axes` name the kernel's (in, out) dimensions."""
-    return nn.Dense(
-        features,
-        dtype=jnp.dtype(config.dtype),
-        param_dtype=jnp.dtype(config.param_dtype),
-        kernel_init=_init(config, axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
-        name=name,
-    )
+    kernel_init = nn.initializers.truncated_normal(config.initializer_range)
+    return common.dense(config, features, axes, name, kernel_init=kernel_init)
 
 
 def _layer_norm(config, name=None):
-    return nn.LayerNorm(
-        epsilon=config.layer_norm_eps,
-        # Two-pass variance, as PyTorch computes it: the one-pass E[x²]−E[x]² loses digits.
-        use_fast_variance=False,
-        dtype=jnp.dtype(config.dtype),
-        param_dtype=jnp.dtype(config.param_dtype),
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
-        name=name,
-    )
-
-
-def _constrain(x_BTD):
-    return nn.with_logical_constraint(x_BTD, ("batch", "length", "embed"))
+    # Two-pass variance, as PyTorch computes it: the one-pass E[x²]−E[x]² loses digits.
+    return common.layer_norm(config, name, use_fast_variance=False)
 
 
 class BertEmbeddings(nn.Module):
@@ -173,11 +154,9 @@ class BertEmbeddings(nn.Module):
 
     def setup(self):
         c = self.config
+        dtype, param_dtype = common.dtypes(c)
         embed = functools.partial(
-            nn.Embed,
-            features=c.hidden_size,
-            dtype=jnp.dtype(c.dtype),
-            param_dtype=jnp.dtype(c.param_dtype),
+            nn.Embed, features=c.hidden_size, dtype=dtype, param_dtype=param_dtype
         )
         self.word_embeddings = embed(c.vocab_size, embedding_init=_init(c, ("vocab", "embed")))
         self.position_embeddings = embed(
@@ -212,12 +191,13 @@ class BertLayer(nn.Module):
     @nn.compact
     def __call__(self, x_BTD, mask_B11T, deterministic=True):
         c = self.config
+        dtype, param_dtype = common.dtypes(c)
         dropout = nn.Dropout(c.hidden_dropout_rate)
         attended_BTD = MultiHeadAttention(
             num_heads=c.num_heads,
             dropout_rate=c.attention_dropout_rate,
-            dtype=jnp.dtype(c.dtype),
-            param_dtype=jnp.dtype(c.param_dtype),
+            dtype=dtype,
+            param_dtype=param_dtype,
             kernel_init=nn.initializers.truncated_normal(c.initializer_range),
             implementation=c.attention_implementation,
             sow_weights=c.sow_attention_weights,
@@ -266,12 +246,12 @@ class BertModel(nn.Module):
         if segment_ids_BT is None:
             segment_ids_BT = jnp.zeros_like(input_ids_BT)
         mask_B11T = None if input_mask_BT is None else input_mask_BT.astype(bool)[:, None, None, :]
-        x_BTD = _constrain(
+        x_BTD = common.constrain(
             self.embeddings(input_ids_BT, segment_ids_BT, deterministic=deterministic)
         )
         self.sow("intermediates", "hidden_states", x_BTD)
         for layer in self.layers:
-            x_BTD = _constrain(layer(x_BTD, mask_B11T, deterministic))
+            x_BTD = common.constrain(layer(x_BTD, mask_B11T, deterministic))
             self.sow("intermediates", "hidden_states", x_BTD)
         pooled_BD = jnp.tanh(self.pooler(x_BTD[:, 0]))
         return x_BTD, pooled_BD
@@ -370,41 +350,6 @@ class BertForTokenClassification(_FineTuningModel):
 
     def _head(self, sequence_BTD, pooled_BD, deterministic):
         return self._classifier(sequence_BTD, deterministic)
-
-
-def pretraining_loss(mlm_logits_BPV, nsp_logits_B2, batch):
-    """The pre-training objective: mean masked-LM negative log-likelihood + mean NSP one.
-
-    Args:
-      batch: google-research/bert features; uses "masked_lm_ids" (B, P), "masked_lm_weights"
-        (B, P; 1.0 for real predictions, 0.0 for padding) and "next_sentence_labels" (B or B×1).
-
-    Returns:
-      (loss, metrics) with metrics a dict name -> (sum, count) of float32 scalars: "mlm_loss" and
-      "mlm_accuracy" over the real masked positions, "nsp_loss" and "nsp_accuracy" over sequences.
-    """
-    ids_BP = batch["masked_lm_ids"]
-    weights_BP = batch["masked_lm_weights"].astype(jnp.float32)
-    mlm_logits_BPV = mlm_logits_BPV.astype(jnp.float32)
-    mlm_nll_BP = optax.softmax_cross_entropy_with_integer_labels(mlm_logits_BPV, ids_BP)
-    mlm_count = weights_BP.sum()
-    mlm_sum = (mlm_nll_BP * weights_BP).sum()
-    mlm_correct = ((jnp.argmax(mlm_logits_BPV, -1) == ids_BP) * weights_BP).sum()
-
-    labels_B = batch["next_sentence_labels"].reshape(-1)
-    nsp_logits_B2 = nsp_logits_B2.astype(jnp.float32)
-    nsp_sum = optax.softmax_cross_entropy_with_integer_labels(nsp_logits_B2, labels_B).sum()
-    nsp_correct = (jnp.argmax(nsp_logits_B2, -1) == labels_B).sum().astype(jnp.float32)
-    num_sequences = jnp.float32(labels_B.shape[0])
-
-    loss = mlm_sum / jnp.maximum(mlm_count, 1.0) + nsp_sum / num_sequences
-    metrics = {
-        "mlm_loss": (mlm_sum, mlm_count),
-        "mlm_accuracy": (mlm_correct, mlm_count),
-        "nsp_loss": (nsp_sum, num_sequences),
-        "nsp_accuracy": (nsp_correct, num_sequences),
-    }
-    return loss, metrics
 
 
 def flops_per_example(config, seq_len, num_predictions):

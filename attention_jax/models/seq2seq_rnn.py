@@ -29,26 +29,32 @@ Recurrences are `lax.scan`s whose carry is one array: all directions of an encod
 together, and an LSTM's h and c are concatenated (XLA:CPU is slow on scans with many small
 carries). Input projections of the encoder are computed for all positions before the scan.
 
-B batch, S source length, T target length, d directions, H encoder hidden size, D decoder hidden
-size, E annotation size (d·H), M embedding size, A attention hidden size, G gates × hidden size,
-X carried state size (H for a GRU, 2H for an LSTM), Y layers, V vocabulary size.
+Generation: `Seq2SeqRNN.start_decoding` encodes the source once and returns a `step_fn` for
+`attention_jax.decoding` whose state is the decoder carry; `Seq2SeqRNN.cross_attention_weights`
+gives the teacher-forced alignments as one head.
+
+B batch, S source length, T target length, d directions, U encoder hidden units per direction,
+D decoder hidden size, E annotation size d·U (the attention's values), M embedding size,
+A attention hidden size, J gate pre-activations (4U for an LSTM, 3U for a GRU; 4D, 3D in the
+decoder), X carried state (U for a GRU, 2U for an LSTM; D, 2D in the decoder), Y layers, I input
+and O output features of a layer (O also the readout size), V vocabulary size, N = 1 attention
+head.
 """
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from attention_jax.layers import LuongAttention
-from attention_jax.models.transformer import PAD_ID, check_dtype_names, loss_fn
+from attention_jax.models.common import PAD_ID, check_dtype_names, dense, dtypes
 from attention_jax.ops.additive import additive_scores, attend
 
 CELLS = ("lstm", "gru")
 ATTENTIONS = ("none", "bahdanau", "luong_dot", "luong_general", "luong_concat")
 GATES = {"lstm": 4, "gru": 3}
-
-__all__ = ["Seq2SeqRNN", "Seq2SeqRNNConfig", "loss_fn", "start_decoding"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,19 +67,21 @@ class Seq2SeqRNNConfig:
       cell: "lstm" or "gru" (Bahdanau's gated unit, appendix A.1.1).
       attention: "none", "bahdanau", "luong_dot", "luong_general" or "luong_concat".
       embed_size: M, word embedding size.
-      encoder_hidden_size: H, per direction.
+      encoder_hidden_size: U, per direction.
       decoder_hidden_size: D.
       num_encoder_layers: stacked encoder layers (each bidirectional when `bidirectional`).
       num_decoder_layers: stacked decoder layers; attention reads the top one.
       bidirectional: read the source in both directions.
       attention_hidden_size: A, for "bahdanau" and "luong_concat".
-      readout_size: maxout units of Bahdanau's deep output (l = 500 in the paper; "none" too).
+      readout_size: O, maxout units of the deep output of "bahdanau" and "none" (l = 500).
       input_feeding: Luong only: feed h̃_{t-1} into the next step's input (section 3.3).
       dropout_rate: on embeddings, between stacked layers and before the output layer.
-      label_smoothing: ε of the training loss (0 in both papers).
       dtype: compute dtype name of the matrix products; gates, states and softmax stay float32.
       param_dtype: parameter storage dtype name.
     """
+
+    # Fields of older configs that no longer exist: checkpoint loading drops them.
+    RETIRED_FIELDS: ClassVar[tuple[str, ...]] = ("label_smoothing",)
 
     vocab_size: int
     cell: str = "lstm"
@@ -88,7 +96,6 @@ class Seq2SeqRNNConfig:
     readout_size: int = 256
     input_feeding: bool = True
     dropout_rate: float = 0.2
-    label_smoothing: float = 0.0
     dtype: str = "float32"
     param_dtype: str = "float32"
 
@@ -106,7 +113,7 @@ class Seq2SeqRNNConfig:
 
     @property
     def annotation_size(self):
-        """E = d·H, the size of an encoder annotation h_j."""
+        """E = d·U, the size of an encoder annotation h_j."""
         return self.encoder_hidden_size * (2 if self.bidirectional else 1)
 
     @classmethod
@@ -159,31 +166,14 @@ class Seq2SeqRNNConfig:
         return cls(vocab_size=vocab_size, attention=attention, **{**shape, **overrides})
 
 
-def _dtypes(config):
-    return jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
-
-
 def _param(module, name, shape, axes, init):
     return module.param(
-        name, nn.with_logical_partitioning(init, axes), shape, _dtypes(module.config)[1]
-    )
-
-
-def _dense(config, features, axes, name, use_bias=True):
-    dtype, param_dtype = _dtypes(config)
-    return nn.Dense(
-        features,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
-        name=name,
+        name, nn.with_logical_partitioning(init, axes), shape, dtypes(module.config)[1]
     )
 
 
 def _embed(config, name):
-    dtype, param_dtype = _dtypes(config)
+    dtype, param_dtype = dtypes(config)
     init = nn.initializers.normal(stddev=config.embed_size**-0.5)
     return nn.Embed(
         config.vocab_size,
@@ -200,26 +190,27 @@ def _matmul(equation, x, w, dtype):
     return jnp.einsum(equation, x.astype(dtype), w.astype(dtype)).astype(jnp.float32)
 
 
-def rnn_cell(cell, xw_G, state_X, u_HG, equation, dtype):
+def rnn_cell(cell, xw_J, state_X, u_UJ, equation, dtype):
     """One LSTM or GRU step given the input projection xw = W x + b: the new state_X.
 
     LSTM (Hochreiter & Schmidhuber; gates i, f, g, o): c' = σ(f) c + σ(i) tanh(g),
     h' = σ(o) tanh(c'), state = [h'; c']. GRU (Bahdanau appendix A.1.1): r, z = σ(W x + U h),
-    h̃ = tanh(W x + U (r ⊙ h)), h' = (1 − z) h + z h̃. `equation` multiplies h by u_HG, e.g.
-    "BH,HG->BG", or "BdH,dHG->BdG" for several directions at once.
+    h̃ = tanh(W x + U (r ⊙ h)), h' = (1 − z) h + z h̃. U is the cell's hidden size (D in the
+    decoder); `equation` multiplies h by u_UJ, e.g. "BD,DJ->BJ", or "BdU,dUJ->BdJ" for several
+    directions at once.
     """
-    H = u_HG.shape[-2]
-    h_H = state_X[..., :H]
+    U = u_UJ.shape[-2]
+    h_U = state_X[..., :U]
     if cell == "lstm":
-        i, f, g, o = jnp.split(xw_G + _matmul(equation, h_H, u_HG, dtype), 4, axis=-1)
-        c_H = jax.nn.sigmoid(f) * state_X[..., H:] + jax.nn.sigmoid(i) * jnp.tanh(g)
-        return jnp.concatenate([jax.nn.sigmoid(o) * jnp.tanh(c_H), c_H], axis=-1)
-    rz = jax.nn.sigmoid(xw_G[..., : 2 * H] + _matmul(equation, h_H, u_HG[..., : 2 * H], dtype))
-    r_H, z_H = jnp.split(rz, 2, axis=-1)
-    candidate_H = jnp.tanh(
-        xw_G[..., 2 * H :] + _matmul(equation, r_H * h_H, u_HG[..., 2 * H :], dtype)
+        i, f, g, o = jnp.split(xw_J + _matmul(equation, h_U, u_UJ, dtype), 4, axis=-1)
+        c_U = jax.nn.sigmoid(f) * state_X[..., U:] + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return jnp.concatenate([jax.nn.sigmoid(o) * jnp.tanh(c_U), c_U], axis=-1)
+    rz = jax.nn.sigmoid(xw_J[..., : 2 * U] + _matmul(equation, h_U, u_UJ[..., : 2 * U], dtype))
+    r_U, z_U = jnp.split(rz, 2, axis=-1)
+    candidate_U = jnp.tanh(
+        xw_J[..., 2 * U :] + _matmul(equation, r_U * h_U, u_UJ[..., 2 * U :], dtype)
     )
-    return (1.0 - z_H) * h_H + z_H * candidate_H
+    return (1.0 - z_U) * h_U + z_U * candidate_U
 
 
 def _state_size(config, hidden):
@@ -235,7 +226,7 @@ def reverse_within_lengths(x_BS, lengths_B):
 
 
 class Encoder(nn.Module):
-    """Stacked (bidirectional) RNN: (annotations_BSE, final_BdH of the top layer).
+    """Stacked (bidirectional) RNN: (annotations_BSE, final_BdU of the top layer).
 
     Annotations at padding positions are zero; the final state of each direction is the one after
     its last real token (→h_n forward, ←h_1 backward).
@@ -246,49 +237,49 @@ class Encoder(nn.Module):
     @nn.compact
     def __call__(self, src_BS, deterministic=True):
         c = self.config
-        dtype = _dtypes(c)[0]
-        d, H = (2 if c.bidirectional else 1), c.encoder_hidden_size
-        G = GATES[c.cell] * H
+        dtype = dtypes(c)[0]
+        d, U = (2 if c.bidirectional else 1), c.encoder_hidden_size
+        J = GATES[c.cell] * U
         dropout = nn.Dropout(c.dropout_rate)
         valid_BS = src_BS != PAD_ID
         lengths_B = valid_BS.sum(axis=1)
         x_BSI = dropout(_embed(c, "embed")(src_BS), deterministic=deterministic)
         for layer in range(c.num_encoder_layers):
-            w_IdG = _param(
+            w_IdJ = _param(
                 self,
                 f"w_x_{layer}",
-                (x_BSI.shape[-1], d, G),
+                (x_BSI.shape[-1], d, J),
                 ("embed", None, "mlp"),
                 nn.initializers.xavier_uniform(in_axis=0, out_axis=-1, batch_axis=(1,)),
             )
-            u_dHG = _param(
-                self, f"u_{layer}", (d, H, G), (None, "embed", "mlp"), nn.initializers.orthogonal()
+            u_dUJ = _param(
+                self, f"u_{layer}", (d, U, J), (None, "embed", "mlp"), nn.initializers.orthogonal()
             )
-            b_dG = _param(self, f"b_{layer}", (d, G), (None, "mlp"), nn.initializers.zeros)
-            xw_BSdG = _matmul("BSI,IdG->BSdG", x_BSI, w_IdG, dtype) + b_dG.astype(jnp.float32)
+            b_dJ = _param(self, f"b_{layer}", (d, J), (None, "mlp"), nn.initializers.zeros)
+            xw_BSdJ = _matmul("BSI,IdJ->BSdJ", x_BSI, w_IdJ, dtype) + b_dJ.astype(jnp.float32)
             if c.bidirectional:
-                backward_BSG = reverse_within_lengths(xw_BSdG[:, :, 1], lengths_B)
-                xw_BSdG = jnp.stack([xw_BSdG[:, :, 0], backward_BSG], axis=2)
+                backward_BSJ = reverse_within_lengths(xw_BSdJ[:, :, 1], lengths_B)
+                xw_BSdJ = jnp.stack([xw_BSdJ[:, :, 0], backward_BSJ], axis=2)
 
-            def step(state_BdX, xs, u_dHG=u_dHG):
-                xw_BdG, valid_B = xs
-                new_BdX = rnn_cell(c.cell, xw_BdG, state_BdX, u_dHG, "BdH,dHG->BdG", dtype)
+            def step(state_BdX, xs, u_dUJ=u_dUJ):
+                xw_BdJ, valid_B = xs
+                new_BdX = rnn_cell(c.cell, xw_BdJ, state_BdX, u_dUJ, "BdU,dUJ->BdJ", dtype)
                 # Padding leaves the state as it was, so the final carry is the last real state.
                 state_BdX = jnp.where(valid_B[:, None, None], new_BdX, state_BdX)
-                return state_BdX, state_BdX[..., :H]
+                return state_BdX, state_BdX[..., :U]
 
-            state_BdX = jnp.zeros((src_BS.shape[0], d, _state_size(c, H)), jnp.float32)
-            xs = (jnp.swapaxes(xw_BSdG, 0, 1), jnp.swapaxes(valid_BS, 0, 1))
-            state_BdX, h_SBdH = jax.lax.scan(step, state_BdX, xs)
-            h_BSdH = jnp.swapaxes(h_SBdH, 0, 1)
+            state_BdX = jnp.zeros((src_BS.shape[0], d, _state_size(c, U)), jnp.float32)
+            xs = (jnp.swapaxes(xw_BSdJ, 0, 1), jnp.swapaxes(valid_BS, 0, 1))
+            state_BdX, h_SBdU = jax.lax.scan(step, state_BdX, xs)
+            h_BSdU = jnp.swapaxes(h_SBdU, 0, 1)
             if c.bidirectional:
-                backward_BSH = reverse_within_lengths(h_BSdH[:, :, 1], lengths_B)
-                h_BSdH = jnp.stack([h_BSdH[:, :, 0], backward_BSH], axis=2)
-            h_BSE = jnp.where(valid_BS[:, :, None], h_BSdH.reshape(*h_BSdH.shape[:2], d * H), 0.0)
+                backward_BSU = reverse_within_lengths(h_BSdU[:, :, 1], lengths_B)
+                h_BSdU = jnp.stack([h_BSdU[:, :, 0], backward_BSU], axis=2)
+            h_BSE = jnp.where(valid_BS[:, :, None], h_BSdU.reshape(*h_BSdU.shape[:2], d * U), 0.0)
             x_BSI = h_BSE
             if layer < c.num_encoder_layers - 1:
                 x_BSI = dropout(h_BSE, deterministic=deterministic)
-        return x_BSI, state_BdX[..., :H]
+        return x_BSI, state_BdX[..., :U]
 
 
 class DecoderCell(nn.Module):
@@ -305,8 +296,9 @@ class DecoderCell(nn.Module):
     @nn.compact
     def __call__(self, carry, token_B, memory, deterministic=True):
         c = self.config
-        dtype = _dtypes(c)[0]
+        dtype = dtypes(c)[0]
         D, A = c.decoder_hidden_size, c.attention_hidden_size
+        J = GATES[c.cell] * D
         dropout = nn.Dropout(c.dropout_rate)
         luong = c.attention.startswith("luong")
         state_BYX = carry["rnn"]
@@ -336,24 +328,20 @@ class DecoderCell(nn.Module):
 
         x_BI, new_states = jnp.concatenate(inputs, axis=-1), []
         for layer in range(c.num_decoder_layers):
-            w_IG = _param(
+            w_IJ = _param(
                 self,
                 f"w_x_{layer}",
-                (x_BI.shape[-1], GATES[c.cell] * D),
+                (x_BI.shape[-1], J),
                 ("embed", "mlp"),
                 nn.initializers.xavier_uniform(),
             )
-            u_DG = _param(
-                self,
-                f"u_{layer}",
-                (D, GATES[c.cell] * D),
-                ("embed", "mlp"),
-                nn.initializers.orthogonal(),
+            u_DJ = _param(
+                self, f"u_{layer}", (D, J), ("embed", "mlp"), nn.initializers.orthogonal()
             )
-            b_G = _param(self, f"b_{layer}", (GATES[c.cell] * D,), ("mlp",), nn.initializers.zeros)
-            xw_BG = _matmul("BI,IG->BG", x_BI, w_IG, dtype) + b_G.astype(jnp.float32)
+            b_J = _param(self, f"b_{layer}", (J,), ("mlp",), nn.initializers.zeros)
+            xw_BJ = _matmul("BI,IJ->BJ", x_BI, w_IJ, dtype) + b_J.astype(jnp.float32)
             new_states.append(
-                rnn_cell(c.cell, xw_BG, state_BYX[:, layer], u_DG, "BH,HG->BG", dtype)
+                rnn_cell(c.cell, xw_BJ, state_BYX[:, layer], u_DJ, "BD,DJ->BJ", dtype)
             )
             x_BI = new_states[-1][:, :D]
             if layer < c.num_decoder_layers - 1:
@@ -367,22 +355,23 @@ class DecoderCell(nn.Module):
             context_B1E, weights_B1S = LuongAttention(
                 c.attention.removeprefix("luong_"),
                 dtype=dtype,
-                param_dtype=_dtypes(c)[1],
+                param_dtype=dtypes(c)[1],
                 name="attention",
             )(h_BD[:, None], memory["keys"], memory["annotations"], mask_B1S)
 
         if not luong:
-            readout_B2R = _dense(c, 2 * c.readout_size, ("embed", "mlp"), "readout")(
+            readout_B2O = dense(c, 2 * c.readout_size, ("embed", "mlp"), "readout")(
                 jnp.concatenate([h_BD, emb_BM, context_BE], axis=-1)
             )
-            out_BO = readout_B2R.reshape(-1, c.readout_size, 2).max(axis=-1)  # maxout, pairs
+            out_BO = readout_B2O.reshape(-1, c.readout_size, 2).max(axis=-1)  # maxout, pairs
         else:
             attentional_in = jnp.concatenate([context_B1E[:, 0], h_BD], axis=-1)
-            out_BO = jnp.tanh(_dense(c, D, ("embed", "mlp"), "w_c", use_bias=False)(attentional_in))
+            w_c = dense(c, D, ("embed", "mlp"), "w_c", use_bias=False)
+            out_BO = jnp.tanh(w_c(attentional_in))
             if c.input_feeding:
                 carry["feed"] = out_BO.astype(jnp.float32)
         out_BO = dropout(out_BO, deterministic=deterministic)
-        logits_BV = _dense(c, c.vocab_size, ("embed", "vocab"), "logits")(out_BO)
+        logits_BV = dense(c, c.vocab_size, ("embed", "vocab"), "logits")(out_BO)
         return carry, (logits_BV.astype(jnp.float32), weights_B1S[:, 0])
 
 
@@ -395,13 +384,13 @@ class Seq2SeqRNN(nn.Module):
         c = self.config
         D = c.decoder_hidden_size
         self.encoder = Encoder(c)
-        self.bridge = _dense(c, c.num_decoder_layers * D, ("embed", "mlp"), "bridge")
+        self.bridge = dense(c, c.num_decoder_layers * D, ("embed", "mlp"), "bridge")
         if c.attention in ("bahdanau", "luong_concat"):
-            self.key_projection = _dense(
+            self.key_projection = dense(
                 c, c.attention_hidden_size, ("embed", "mlp"), "key_projection", use_bias=False
             )
         elif c.attention == "luong_general" and c.annotation_size != D:
-            self.key_projection = _dense(c, D, ("embed", "mlp"), "key_projection", use_bias=False)
+            self.key_projection = dense(c, D, ("embed", "mlp"), "key_projection", use_bias=False)
         else:
             self.key_projection = None
         self.cell = DecoderCell(c)
@@ -409,13 +398,13 @@ class Seq2SeqRNN(nn.Module):
     def encode(self, src_BS, *, deterministic=True):
         """Returns (memory, carry): what every decoder step reads, and the initial state."""
         c = self.config
-        annotations_BSE, final_BdH = self.encoder(src_BS, deterministic)
+        annotations_BSE, final_BdU = self.encoder(src_BS, deterministic)
         keys = annotations_BSE
         if self.key_projection is not None:
             keys = self.key_projection(annotations_BSE)
         B, D = src_BS.shape[0], c.decoder_hidden_size
         memory = {"annotations": annotations_BSE, "keys": keys, "mask": src_BS != PAD_ID}
-        summary_BE = final_BdH.reshape(B, -1)
+        summary_BE = final_BdU.reshape(B, -1)
         if c.attention == "none":
             memory["summary"] = summary_BE
         s0_BYX = jnp.tanh(self.bridge(summary_BE)).astype(jnp.float32)
@@ -456,15 +445,31 @@ class Seq2SeqRNN(nn.Module):
         )
         return (logits_BTV, weights_BTS) if return_weights else logits_BTV
 
+    @nn.nowrap
+    def start_decoding(self, params, src_BS, max_len):
+        """Encodes the source once; returns `(step_fn, state)` for `attention_jax.decoding`.
 
-def start_decoding(model, params, src_BS):
-    """Encodes the source once; returns `(step_fn, state)` for `attention_jax.decoding`."""
-    memory, carry = model.apply({"params": params}, src_BS, method=Seq2SeqRNN.encode)
+        `step_fn(state, tokens_B) -> (logits_BV, state)` runs one decoder step from the carry;
+        `max_len` is unused (the state does not grow), kept for the Transformer's signature.
+        """
+        del max_len
+        memory, carry = self.apply({"params": params}, src_BS, method=Seq2SeqRNN.encode)
 
-    def step_fn(state, tokens_B):
-        logits_BV, _, carry = model.apply(
-            {"params": params}, state["memory"], state["carry"], tokens_B, method=Seq2SeqRNN.step
-        )
-        return logits_BV, {**state, "carry": carry}
+        def step_fn(state, tokens_B):
+            logits_BV, _, carry = self.apply(
+                {"params": params},
+                state["memory"],
+                state["carry"],
+                tokens_B,
+                method=Seq2SeqRNN.step,
+            )
+            return logits_BV, {**state, "carry": carry}
 
-    return step_fn, {"memory": memory, "carry": carry}
+        return step_fn, {"memory": memory, "carry": carry}
+
+    @nn.nowrap
+    def cross_attention_weights(self, params, src_BS, tgt_in_BT):
+        """The teacher-forced alignments as one head, weights_BNTS with N = 1: each row sums to 1
+        over the real source tokens (all zeros for "none", which has no alignment)."""
+        _, weights_BTS = self.apply({"params": params}, src_BS, tgt_in_BT, return_weights=True)
+        return weights_BTS[:, None]

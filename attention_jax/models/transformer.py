@@ -1,7 +1,7 @@
 """The Transformer encoder-decoder of "Attention Is All You Need" (Vaswani et al. 2017).
 
-Section 3.1: N encoder blocks (self-attention, feed-forward) and N decoder blocks (masked
-self-attention, encoder-decoder attention, feed-forward), each sub-layer wrapped as
+Section 3.1: a stack of encoder blocks (self-attention, feed-forward) and one of decoder blocks
+(masked self-attention, encoder-decoder attention, feed-forward), each sub-layer wrapped as
 
     post-LN (the paper):  x = LayerNorm(x + Dropout(Sublayer(x)))
     pre-LN  (option):     x = x + Dropout(Sublayer(LayerNorm(x))),  one LayerNorm after the stack
@@ -10,42 +10,39 @@ with FFN(x) = max(0, x W₁ + b₁) W₂ + b₂ (eq. 2). Section 3.4: source emb
 embeddings and the pre-softmax projection share one matrix over a joint vocabulary, and the
 embeddings are multiplied by √d_model. Section 3.5: fixed sinusoidal positions
 PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)).
-Section 5.4: residual dropout, and label smoothing ε_ls = 0.1 in the loss.
+Section 5.4: residual dropout (label smoothing belongs to the loss, `tasks.losses`).
 
-Token id 0 is padding: encoder keys and cross-attention keys skip it, and the loss ignores it.
-Targets are right-padded, so the causal mask alone keeps real decoder positions off padding.
-A batch holds "inputs" (source ids) and "targets" ([BOS] y₁ … yₙ [EOS] then padding); the decoder
-reads `targets[:, :-1]` and predicts `targets[:, 1:]`.
+Token id 0 is padding: encoder keys and cross-attention keys skip it. Targets are right-padded,
+so the causal mask alone keeps real decoder positions off padding. The decoder reads
+[BOS] y₁ … yₙ and is trained to predict y₁ … yₙ [EOS].
 
-Generation: `start_decoding` encodes the source once and returns a `step_fn` for
+Generation: `Transformer.start_decoding` encodes the source once and returns a `step_fn` for
 `attention_jax.decoding` that feeds one token at a time through the decoder self-attention
 key/value cache (or, with `use_cache=False`, recomputes the whole prefix, for comparison).
+`Transformer.cross_attention_weights` gives the last decoder block's encoder-decoder attention.
 
-B batch, S source length, T target length, D model dim, F feed-forward dim, V vocabulary size,
-L cache length (the longest decode).
+B batch, S source length, T target length, D model dim, N attention heads, K key/value heads,
+F feed-forward dim, V vocabulary size, L cache length (the longest decode).
 """
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from attention_jax.layers import MultiHeadAttention
+from attention_jax.models.common import (
+    PAD_ID,
+    check_dtype_names,
+    constrain,
+    dense,
+    dtypes,
+    layer_norm,
+)
 from attention_jax.ops.dot_product import IMPLEMENTATIONS
-
-PAD_ID = 0
-
-
-def check_dtype_names(config):
-    """Raises a ValueError unless `config.dtype` and `config.param_dtype` name dtypes."""
-    for name in ("dtype", "param_dtype"):
-        try:
-            jnp.dtype(getattr(config, name))
-        except TypeError:
-            raise ValueError(f"{name} {getattr(config, name)!r} is not a dtype name") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,18 +52,17 @@ class TransformerConfig:
     Attributes:
       vocab_size: V, the joint source/target vocabulary (id 0 is padding).
       d_model: D.
-      num_heads: attention heads h (divides D).
-      num_kv_heads: key/value heads for grouped-query attention; None means num_heads.
+      num_heads: N, attention heads (h in the paper; divides D).
+      num_kv_heads: K, key/value heads for grouped-query attention; None means num_heads.
       d_ff: F, the inner feed-forward size.
-      num_encoder_layers: N encoder blocks.
-      num_decoder_layers: N decoder blocks.
+      num_encoder_layers: encoder blocks (N in the paper).
+      num_decoder_layers: decoder blocks (N in the paper).
       dropout_rate: P_drop, on embeddings + positions and on every sub-layer output.
       attention_dropout_rate: dropout on attention probabilities (0 in the paper).
       max_len: longest source or target sequence the model accepts.
       pre_ln: LayerNorm before each sub-layer (and after each stack) instead of after.
       share_embeddings: one matrix for source, target and output embeddings (section 3.4);
         otherwise separate source and target tables and an output projection.
-      label_smoothing: ε_ls of the training loss.
       layer_norm_eps: LayerNorm epsilon.
       dtype: compute dtype name; softmax and LayerNorm statistics stay in float32.
       param_dtype: parameter storage dtype name.
@@ -75,6 +71,9 @@ class TransformerConfig:
         "xla"); cross-attention is at decoder/layers_i/cross_attention.
       remat: recompute each block in the backward pass instead of storing its activations.
     """
+
+    # Fields of older configs that no longer exist: checkpoint loading drops them.
+    RETIRED_FIELDS: ClassVar[tuple[str, ...]] = ("label_smoothing",)
 
     vocab_size: int
     d_model: int = 512
@@ -88,7 +87,6 @@ class TransformerConfig:
     max_len: int = 256
     pre_ln: bool = False
     share_embeddings: bool = True
-    label_smoothing: float = 0.1
     layer_norm_eps: float = 1e-6
     dtype: str = "float32"
     param_dtype: str = "float32"
@@ -103,8 +101,6 @@ class TransformerConfig:
             raise ValueError(f"d_model ({self.d_model}) must be even for sinusoidal positions")
         if self.num_kv_heads is not None and self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads must be a multiple of num_kv_heads ({self.num_kv_heads})")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.attention_implementation not in IMPLEMENTATIONS:
             raise ValueError(
                 f"attention_implementation must be one of {IMPLEMENTATIONS}, "
@@ -112,25 +108,26 @@ class TransformerConfig:
             )
         check_dtype_names(self)
 
-    # Table 3 of the paper, and two sizes that train on Multi30k (29k pairs) on a CPU.
+    # Table 3 of the paper (its N is the number of layers, its h the heads), and two sizes that
+    # train on Multi30k (29k pairs) on a CPU.
     @classmethod
     def base(cls, vocab_size, **overrides):
-        """Transformer (base): N=6, d_model=512, d_ff=2048, h=8, P_drop=0.1 (65M parameters)."""
+        """Transformer (base): 6 layers, d_model=512, d_ff=2048, h=8, P_drop=0.1 (65M)."""
         return cls._preset(vocab_size, 6, 512, 2048, 8, 0.1, overrides)
 
     @classmethod
     def big(cls, vocab_size, **overrides):
-        """Transformer (big): N=6, d_model=1024, d_ff=4096, h=16, P_drop=0.3 (213M)."""
+        """Transformer (big): 6 layers, d_model=1024, d_ff=4096, h=16, P_drop=0.3 (213M)."""
         return cls._preset(vocab_size, 6, 1024, 4096, 16, 0.3, overrides)
 
     @classmethod
     def small(cls, vocab_size, **overrides):
-        """N=3, d_model=256, d_ff=1024, h=4, P_drop=0.1: Multi30k-sized."""
+        """3 layers, d_model=256, d_ff=1024, h=4, P_drop=0.1: Multi30k-sized."""
         return cls._preset(vocab_size, 3, 256, 1024, 4, 0.1, overrides)
 
     @classmethod
     def tiny(cls, vocab_size, **overrides):
-        """N=2, d_model=128, d_ff=512, h=4, P_drop=0.1: quick CPU runs."""
+        """2 layers, d_model=128, d_ff=512, h=4, P_drop=0.1: quick CPU runs."""
         return cls._preset(vocab_size, 2, 128, 512, 4, 0.1, overrides)
 
     @classmethod
@@ -149,39 +146,19 @@ class TransformerConfig:
 def sinusoidal_positions(positions_T, d_model):
     """PE_TD (section 3.5): sin at even channels 2i, cos at odd channels 2i + 1."""
     inv_freq = 10000.0 ** (-jnp.arange(0, d_model, 2, dtype=jnp.float32) / d_model)
-    angles_TI = positions_T.astype(jnp.float32)[:, None] * inv_freq[None, :]
-    return jnp.stack([jnp.sin(angles_TI), jnp.cos(angles_TI)], axis=-1).reshape(-1, d_model)
-
-
-def _dense(config, features, axes, name):
-    return nn.Dense(
-        features,
-        dtype=jnp.dtype(config.dtype),
-        param_dtype=jnp.dtype(config.param_dtype),
-        kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
-        name=name,
-    )
-
-
-def _layer_norm(config, name):
-    return nn.LayerNorm(
-        epsilon=config.layer_norm_eps,
-        dtype=jnp.dtype(config.dtype),
-        param_dtype=jnp.dtype(config.param_dtype),
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
-        name=name,
-    )
+    # pos / 10000^(2i/D) for each position and each i < D/2 (T × D/2).
+    angles = positions_T.astype(jnp.float32)[:, None] * inv_freq[None, :]
+    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(-1, d_model)
 
 
 def _attention(config, name, decode=False):
+    dtype, param_dtype = dtypes(config)
     return MultiHeadAttention(
         num_heads=config.num_heads,
         num_kv_heads=config.num_kv_heads,
         dropout_rate=config.attention_dropout_rate,
-        dtype=jnp.dtype(config.dtype),
-        param_dtype=jnp.dtype(config.param_dtype),
+        dtype=dtype,
+        param_dtype=param_dtype,
         implementation=config.attention_implementation,
         decode=decode,
         sow_weights=config.sow_attention_weights,
@@ -189,14 +166,10 @@ def _attention(config, name, decode=False):
     )
 
 
-def _constrain(x_BTD):
-    return nn.with_logical_constraint(x_BTD, ("batch", "length", "embed"))
-
-
 def _sublayer(config, name, sublayer, x_BTD, deterministic):
     """Residual connection around `sublayer` with LayerNorm after (post-LN) or before (pre-LN)."""
     dropout = nn.Dropout(config.dropout_rate)
-    norm = _layer_norm(config, f"{name}_norm")
+    norm = layer_norm(config, f"{name}_norm")
     if config.pre_ln:
         return x_BTD + dropout(sublayer(norm(x_BTD)), deterministic=deterministic)
     return norm(x_BTD + dropout(sublayer(x_BTD), deterministic=deterministic))
@@ -210,9 +183,9 @@ class FeedForward(nn.Module):
     @nn.compact
     def __call__(self, x_BTD, deterministic=True):
         c = self.config
-        h_BTF = nn.relu(_dense(c, c.d_ff, ("embed", "mlp"), "wi")(x_BTD))
+        h_BTF = nn.relu(dense(c, c.d_ff, ("embed", "mlp"), "wi")(x_BTD))
         h_BTF = nn.Dropout(c.dropout_rate)(h_BTF, deterministic=deterministic)
-        return _dense(c, c.d_model, ("mlp", "embed"), "wo")(h_BTF)
+        return dense(c, c.d_model, ("mlp", "embed"), "wo")(h_BTF)
 
 
 class EncoderLayer(nn.Module):
@@ -275,11 +248,12 @@ class Embedder(nn.Module):
         c = self.config
         # Variance 1/D, so the √D-scaled embeddings start at unit variance like the positions.
         init = nn.initializers.normal(stddev=c.d_model**-0.5)
+        dtype, param_dtype = dtypes(c)
         self.embedding = nn.Embed(
             c.vocab_size,
             c.d_model,
-            dtype=jnp.dtype(c.dtype),
-            param_dtype=jnp.dtype(c.param_dtype),
+            dtype=dtype,
+            param_dtype=param_dtype,
             embedding_init=nn.with_logical_partitioning(init, ("vocab", "embed")),
         )
         self.dropout = nn.Dropout(c.dropout_rate)
@@ -311,10 +285,10 @@ class Encoder(nn.Module):
         _check_length(c, src_BS.shape[1], "source")
         mask_B11S = (src_BS != PAD_ID)[:, None, None, :]
         layer = nn.remat(EncoderLayer, static_argnums=(3,)) if c.remat else EncoderLayer
-        x_BSD = _constrain(self.embedder(src_BS, jnp.arange(src_BS.shape[1]), deterministic))
+        x_BSD = constrain(self.embedder(src_BS, jnp.arange(src_BS.shape[1]), deterministic))
         for i in range(c.num_encoder_layers):
-            x_BSD = _constrain(layer(c, name=f"layers_{i}")(x_BSD, mask_B11S, deterministic))
-        return _layer_norm(c, "final_norm")(x_BSD) if c.pre_ln else x_BSD
+            x_BSD = constrain(layer(c, name=f"layers_{i}")(x_BSD, mask_B11S, deterministic))
+        return layer_norm(c, "final_norm")(x_BSD) if c.pre_ln else x_BSD
 
 
 class Decoder(nn.Module):
@@ -342,17 +316,17 @@ class Decoder(nn.Module):
         mask_B11S = (src_BS != PAD_ID)[:, None, None, :]
         # deterministic and decode (arguments 4 and 5, counting self) select Python branches.
         layer = nn.remat(DecoderLayer, static_argnums=(4, 5)) if c.remat else DecoderLayer
-        y_BTD = _constrain(self.embedder(tgt_in_BT, positions_T, deterministic))
+        y_BTD = constrain(self.embedder(tgt_in_BT, positions_T, deterministic))
         for i in range(c.num_decoder_layers):
-            y_BTD = _constrain(
+            y_BTD = constrain(
                 layer(c, name=f"layers_{i}")(y_BTD, encoded_BSD, mask_B11S, deterministic, decode)
             )
         if c.pre_ln:
-            y_BTD = _layer_norm(c, "final_norm")(y_BTD)
+            y_BTD = layer_norm(c, "final_norm")(y_BTD)
         if c.share_embeddings:
             logits_BTV = self.embedder.attend(y_BTD)
         else:
-            logits_BTV = _dense(c, c.vocab_size, ("embed", "vocab"), "logits")(y_BTD)
+            logits_BTV = dense(c, c.vocab_size, ("embed", "vocab"), "logits")(y_BTD)
         return nn.with_logical_constraint(logits_BTV, ("batch", "length", "vocab"))
 
 
@@ -391,6 +365,61 @@ class Transformer(nn.Module):
         encoded_BSD = self.encode(src_BS, deterministic=deterministic)
         return self.decode(encoded_BSD, src_BS, tgt_in_BT, deterministic=deterministic)
 
+    @nn.nowrap
+    def start_decoding(self, params, src_BS, max_len, *, use_cache=True):
+        """Encodes the source once; returns `(step_fn, state)` for `attention_jax.decoding`.
+
+        `step_fn(state, tokens_B) -> (logits_BV, state)` feeds one token per sequence, starting
+        with BOS, for at most `max_len` steps. With `use_cache` the step attends over the
+        key/value cache; without it the step re-runs the decoder over the whole prefix (padded to
+        `max_len`), which gives the same logits at O(max_len) times the cost.
+        """
+        encoded_BSD = self.apply({"params": params}, src_BS, method=Transformer.encode)
+        state = {"encoded": encoded_BSD, "src": src_BS}
+        if use_cache:
+            state["cache"] = init_cache(self, params, encoded_BSD, src_BS, max_len)
+        else:
+            state["tokens"] = jnp.zeros((src_BS.shape[0], max_len), jnp.int32)
+            state["index"] = jnp.array(0, jnp.int32)
+
+        def cached_step(state, tokens_B):
+            logits_B1V, variables = self.apply(
+                {"params": params, "cache": state["cache"]},
+                state["encoded"],
+                state["src"],
+                tokens_B[:, None],
+                decode=True,
+                method=Transformer.decode,
+                mutable=["cache"],
+            )
+            return logits_B1V[:, 0], {**state, "cache": variables["cache"]}
+
+        def uncached_step(state, tokens_B):
+            i = state["index"]
+            tokens_BL = state["tokens"].at[:, i].set(tokens_B)
+            logits_BLV = self.apply(
+                {"params": params},
+                state["encoded"],
+                state["src"],
+                tokens_BL,
+                method=Transformer.decode,
+            )
+            logits_BV = jax.lax.dynamic_index_in_dim(logits_BLV, i, axis=1, keepdims=False)
+            return logits_BV, {**state, "tokens": tokens_BL, "index": i + 1}
+
+        return (cached_step if use_cache else uncached_step), state
+
+    @nn.nowrap
+    def cross_attention_weights(self, params, src_BS, tgt_in_BT):
+        """weights_BNTS of the last decoder block's encoder-decoder attention, teacher-forced on
+        `tgt_in_BT` ([BOS] y₁ …); each row sums to 1 over the real source tokens."""
+        config = dataclasses.replace(self.config, sow_attention_weights=True, remat=False)
+        _, variables = Transformer(config).apply(
+            {"params": params}, src_BS, tgt_in_BT, mutable=["intermediates"]
+        )
+        last = variables["intermediates"]["decoder"][f"layers_{config.num_decoder_layers - 1}"]
+        return last["cross_attention"]["attention_weights"][0]
+
 
 def init_cache(model, params, encoded_BSD, src_BS, max_len):
     """An empty decoder cache for up to `max_len` target tokens (shapes only, nothing computed)."""
@@ -409,94 +438,3 @@ def init_cache(model, params, encoded_BSD, src_BS, max_len):
         return variables["cache"]
 
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(shapes))
-
-
-def start_decoding(model, params, src_BS, max_len, *, use_cache=True):
-    """Encodes the source once; returns `(step_fn, state)` for `attention_jax.decoding`.
-
-    `step_fn(state, tokens_B) -> (logits_BV, state)` feeds one token per sequence, starting with
-    BOS, for at most `max_len` steps. With `use_cache` the step attends over the key/value cache;
-    without it the step re-runs the decoder over the whole prefix (padded to `max_len`), which
-    gives the same logits at O(max_len) times the cost.
-    """
-    encoded_BSD = model.apply({"params": params}, src_BS, method=Transformer.encode)
-    state = {"encoded": encoded_BSD, "src": src_BS}
-    if use_cache:
-        state["cache"] = init_cache(model, params, encoded_BSD, src_BS, max_len)
-    else:
-        state["tokens"] = jnp.zeros((src_BS.shape[0], max_len), jnp.int32)
-        state["index"] = jnp.array(0, jnp.int32)
-
-    def cached_step(state, tokens_B):
-        logits_B1V, variables = model.apply(
-            {"params": params, "cache": state["cache"]},
-            state["encoded"],
-            state["src"],
-            tokens_B[:, None],
-            decode=True,
-            method=Transformer.decode,
-            mutable=["cache"],
-        )
-        return logits_B1V[:, 0], {**state, "cache": variables["cache"]}
-
-    def uncached_step(state, tokens_B):
-        i = state["index"]
-        tokens_BL = state["tokens"].at[:, i].set(tokens_B)
-        logits_BLV = model.apply(
-            {"params": params},
-            state["encoded"],
-            state["src"],
-            tokens_BL,
-            method=Transformer.decode,
-        )
-        logits_BV = jax.lax.dynamic_index_in_dim(logits_BLV, i, axis=1, keepdims=False)
-        return logits_BV, {**state, "tokens": tokens_BL, "index": i + 1}
-
-    return (cached_step if use_cache else uncached_step), state
-
-
-def sequence_cross_entropy(logits_BTV, labels_BT, *, label_smoothing=0.0):
-    """Label-smoothed cross entropy over the non-padding labels (section 5.4).
-
-    The target distribution is q = (1 − ε) one_hot(y) + ε / V (Szegedy et al. 2016), and the
-    loss −Σ_v q_v log p_v is averaged over labels != 0.
-
-    Returns:
-      (loss, metrics) with metrics name -> (sum, count): "nll" (unsmoothed negative
-      log-likelihood per token, for perplexity), "accuracy" per token and "target_tokens"
-      per batch.
-    """
-    logits_BTV = logits_BTV.astype(jnp.float32)
-    weights_BT = (labels_BT != PAD_ID).astype(jnp.float32)
-    V = logits_BTV.shape[-1]
-    q_BTV = optax.smooth_labels(jax.nn.one_hot(labels_BT, V), label_smoothing)
-    loss_BT = optax.softmax_cross_entropy(logits_BTV, q_BTV)
-    nll_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, labels_BT)
-    correct_BT = (jnp.argmax(logits_BTV, -1) == labels_BT).astype(jnp.float32)
-    count = weights_BT.sum()
-    loss = (loss_BT * weights_BT).sum() / jnp.maximum(count, 1.0)
-    metrics = {
-        "nll": ((nll_BT * weights_BT).sum(), count),
-        "accuracy": ((correct_BT * weights_BT).sum(), count),
-        "target_tokens": (count, jnp.float32(1.0)),
-    }
-    return loss, metrics
-
-
-def loss_fn(params, batch, rng, *, model, train):
-    """The training loop's loss for any encoder-decoder with `__call__(src_BS, tgt_in_BT)`.
-
-    `batch["inputs"]` holds the source ids, `batch["targets"]` [BOS] y₁ … yₙ [EOS] (0-padded);
-    the smoothing is `model.config.label_smoothing`.
-    """
-    targets_BT = batch["targets"]
-    logits_BTV = model.apply(
-        {"params": params},
-        batch["inputs"],
-        targets_BT[:, :-1],
-        deterministic=not train,
-        rngs={"dropout": rng},
-    )
-    return sequence_cross_entropy(
-        logits_BTV, targets_BT[:, 1:], label_smoothing=model.config.label_smoothing
-    )

@@ -53,9 +53,28 @@ def _tuples(value):
 
 
 def build_model(spec: dict) -> nn.Module:
-    """Inverse of `model_spec`."""
+    """Inverse of `model_spec`, for checkpoints written by older versions of the model too.
+
+    Saved config fields named in the config class's optional `RETIRED_FIELDS` (a tuple of
+    str: fields older versions had, e.g. a loss setting since moved to the task) are dropped;
+    any other field the dataclass lacks is a one-line ValueError.
+    """
     config_class = _import(spec["config_class"])
-    return _import(spec["module"])(config=config_class(**_tuples(spec["config"])))
+    fields = dataclasses.fields(config_class)
+    init_fields = {field.name for field in fields if field.init}
+    # Fields the constructor does not take (init=False) are derived: dropped like retired ones.
+    dropped = {field.name for field in fields if not field.init}
+    dropped |= set(getattr(config_class, "RETIRED_FIELDS", ()))
+    values = {}
+    for name, value in _tuples(spec["config"]).items():
+        if name in init_fields:
+            values[name] = value
+        elif name not in dropped:
+            raise ValueError(
+                f"checkpoint model config {spec['config_class']} has field {name!r}, which "
+                f"{config_class.__name__} lacks and does not list in RETIRED_FIELDS"
+            )
+    return _import(spec["module"])(config=config_class(**values))
 
 
 class IteratorStateHandler(ocp.CheckpointHandler):

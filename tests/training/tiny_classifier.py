@@ -8,6 +8,7 @@ B batch, T length, D model dim, F mlp dim, V vocab, C classes.
 
 import dataclasses
 import time
+from typing import ClassVar
 
 import flax.linen as nn
 import grain
@@ -18,6 +19,7 @@ import optax
 
 from attention_jax import training
 from attention_jax.layers import MultiHeadAttention
+from attention_jax.tasks import base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +31,9 @@ class TinyConfig:
     num_layers: int = 2
     num_classes: int = 3
     max_len: int = 8
+
+    # A field an older TinyConfig had, which checkpoint.build_model drops (test_checkpoint.py).
+    RETIRED_FIELDS: ClassVar[tuple[str, ...]] = ("label_smoothing",)
 
 
 def _dense(features, axes, name):
@@ -79,18 +84,23 @@ class TinyClassifier(nn.Module):
         return _dense(c.num_classes, ("embed", None), "classifier")(x_BTD.mean(axis=1))
 
 
-def loss_fn(params, batch, rng, *, model, train):
-    del rng, train
-    logits_BC = model.apply({"params": params}, batch["ids"])
-    losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BC, batch["label"])
-    # The loss a test poisons: NaN when the batch says so.
-    loss = losses_B.mean() + jnp.where(jnp.any(batch["poison"] > 0), jnp.nan, 0.0)
-    correct = jnp.sum(jnp.argmax(logits_BC, -1) == batch["label"])
-    return loss, {"accuracy": (correct, batch["label"].shape[0])}
+class TinyTask(base.Task):
+    """Cross entropy of the majority class; a batch with `poison` > 0 has a NaN loss."""
+
+    input_keys = ("ids",)
+
+    def loss(self, params, batch, rng, *, train):
+        del rng, train
+        logits_BC = self.model.apply({"params": params}, *self.inputs(batch))
+        losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BC, batch["label"])
+        # The loss a test poisons: NaN when the batch says so.
+        loss = losses_B.mean() + jnp.where(jnp.any(batch["poison"] > 0), jnp.nan, 0.0)
+        correct = jnp.sum(jnp.argmax(logits_BC, -1) == batch["label"])
+        return loss, {"accuracy": (correct, batch["label"].shape[0])}
 
 
-def init_args(batch):
-    return (batch["ids"],)
+def task():
+    return TinyTask(TinyClassifier(TinyConfig()))
 
 
 def global_batch(index, batch_size, config=TinyConfig(), poison_batch=-1):
@@ -152,14 +162,13 @@ def config(workdir, **overrides):
     return c
 
 
-def run(c, poison_batch=-1, sleep=0.0, eval_data=None, init_params=None):
-    """Trains the tiny classifier under config `c` and returns the final TrainState."""
+def run(c, poison_batch=-1, sleep=0.0, eval_data=None, init_params=None, data=None):
+    """Trains the tiny classifier under config `c` and returns the final TrainState; `data`
+    replaces the training iterator."""
     return training.train(
         c,
-        TinyClassifier(TinyConfig()),
-        loss_fn,
-        train_data(c.batch_size, poison_batch, sleep),
-        init_args,
+        task(),
+        train_data(c.batch_size, poison_batch, sleep) if data is None else data,
         eval_data=eval_data,
         init_params=init_params,
     )

@@ -3,7 +3,8 @@
 As a script: `python tiny_runs.py JOBS_JSON`, JOBS_JSON a list of
 {"config": {overrides of tiny_classifier.config, incl. workdir}, "out": path without suffix,
  "sleep": seconds per batch}. Each job saves its final params to "<out>.npz" (process 0), or, if
-the config is rejected, the one-line ValueError to "<out>.error". With env
+the config is rejected, the one-line ValueError to "<out>.error". A run stopped by SIGTERM
+(`training.Preempted`) exits with status 0 after its checkpoint, as scripts do. With env
 TINY_COORDINATOR="host:port,num_processes,process_id" the process joins a multi-process run
 with gloo CPU collectives.
 """
@@ -85,4 +86,10 @@ if __name__ == "__main__":
         address, num_processes, process_id = os.environ["TINY_COORDINATOR"].split(",")
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(address, int(num_processes), int(process_id))
-    main(json.loads(sys.argv[1]))
+    from attention_jax import training
+
+    try:
+        main(json.loads(sys.argv[1]))
+    except training.Preempted as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(0)
