@@ -35,10 +35,9 @@ gives the teacher-forced alignments as one head.
 
 B batch, S source length, T target length, d directions, U encoder hidden units per direction,
 D decoder hidden size, E annotation size d·U (the attention's values), M embedding size,
-A attention hidden size, J gate pre-activations (4U for an LSTM, 3U for a GRU; 4D, 3D in the
-decoder), X carried state (U for a GRU, 2U for an LSTM; D, 2D in the decoder), Y layers, I input
-and O output features of a layer (O also the readout size), V vocabulary size, N = 1 attention
-head.
+A attention hidden size, Q gate pre-activations (4U for an LSTM, 3U for a GRU; 4D, 3D in the
+decoder), X carried state (U for a GRU, 2U for an LSTM; D, 2D in the decoder), Y layers, i input
+features of a layer (M or E), O the readout size, V vocabulary size, N = 1 attention head.
 """
 
 import dataclasses
@@ -190,25 +189,25 @@ def _matmul(equation, x, w, dtype):
     return jnp.einsum(equation, x.astype(dtype), w.astype(dtype)).astype(jnp.float32)
 
 
-def rnn_cell(cell, xw_J, state_X, u_UJ, equation, dtype):
+def rnn_cell(cell, xw_Q, state_X, u_UQ, equation, dtype):
     """One LSTM or GRU step given the input projection xw = W x + b: the new state_X.
 
     LSTM (Hochreiter & Schmidhuber; gates i, f, g, o): c' = σ(f) c + σ(i) tanh(g),
     h' = σ(o) tanh(c'), state = [h'; c']. GRU (Bahdanau appendix A.1.1): r, z = σ(W x + U h),
     h̃ = tanh(W x + U (r ⊙ h)), h' = (1 − z) h + z h̃. U is the cell's hidden size (D in the
-    decoder); `equation` multiplies h by u_UJ, e.g. "BD,DJ->BJ", or "BdU,dUJ->BdJ" for several
+    decoder); `equation` multiplies h by u_UQ, e.g. "BD,DQ->BQ", or "BdU,dUQ->BdQ" for several
     directions at once.
     """
-    U = u_UJ.shape[-2]
+    U = u_UQ.shape[-2]
     h_U = state_X[..., :U]
     if cell == "lstm":
-        i, f, g, o = jnp.split(xw_J + _matmul(equation, h_U, u_UJ, dtype), 4, axis=-1)
+        i, f, g, o = jnp.split(xw_Q + _matmul(equation, h_U, u_UQ, dtype), 4, axis=-1)
         c_U = jax.nn.sigmoid(f) * state_X[..., U:] + jax.nn.sigmoid(i) * jnp.tanh(g)
         return jnp.concatenate([jax.nn.sigmoid(o) * jnp.tanh(c_U), c_U], axis=-1)
-    rz = jax.nn.sigmoid(xw_J[..., : 2 * U] + _matmul(equation, h_U, u_UJ[..., : 2 * U], dtype))
+    rz = jax.nn.sigmoid(xw_Q[..., : 2 * U] + _matmul(equation, h_U, u_UQ[..., : 2 * U], dtype))
     r_U, z_U = jnp.split(rz, 2, axis=-1)
     candidate_U = jnp.tanh(
-        xw_J[..., 2 * U :] + _matmul(equation, r_U * h_U, u_UJ[..., 2 * U :], dtype)
+        xw_Q[..., 2 * U :] + _matmul(equation, r_U * h_U, u_UQ[..., 2 * U :], dtype)
     )
     return (1.0 - z_U) * h_U + z_U * candidate_U
 
@@ -239,47 +238,47 @@ class Encoder(nn.Module):
         c = self.config
         dtype = dtypes(c)[0]
         d, U = (2 if c.bidirectional else 1), c.encoder_hidden_size
-        J = GATES[c.cell] * U
+        Q = GATES[c.cell] * U
         dropout = nn.Dropout(c.dropout_rate)
         valid_BS = src_BS != PAD_ID
         lengths_B = valid_BS.sum(axis=1)
-        x_BSI = dropout(_embed(c, "embed")(src_BS), deterministic=deterministic)
+        x_BSi = dropout(_embed(c, "embed")(src_BS), deterministic=deterministic)
         for layer in range(c.num_encoder_layers):
-            w_IdJ = _param(
+            w_idQ = _param(
                 self,
                 f"w_x_{layer}",
-                (x_BSI.shape[-1], d, J),
+                (x_BSi.shape[-1], d, Q),
                 ("embed", None, "mlp"),
                 nn.initializers.xavier_uniform(in_axis=0, out_axis=-1, batch_axis=(1,)),
             )
-            u_dUJ = _param(
-                self, f"u_{layer}", (d, U, J), (None, "embed", "mlp"), nn.initializers.orthogonal()
+            u_dUQ = _param(
+                self, f"u_{layer}", (d, U, Q), (None, "embed", "mlp"), nn.initializers.orthogonal()
             )
-            b_dJ = _param(self, f"b_{layer}", (d, J), (None, "mlp"), nn.initializers.zeros)
-            xw_BSdJ = _matmul("BSI,IdJ->BSdJ", x_BSI, w_IdJ, dtype) + b_dJ.astype(jnp.float32)
+            b_dQ = _param(self, f"b_{layer}", (d, Q), (None, "mlp"), nn.initializers.zeros)
+            xw_BSdQ = _matmul("BSi,idQ->BSdQ", x_BSi, w_idQ, dtype) + b_dQ.astype(jnp.float32)
             if c.bidirectional:
-                backward_BSJ = reverse_within_lengths(xw_BSdJ[:, :, 1], lengths_B)
-                xw_BSdJ = jnp.stack([xw_BSdJ[:, :, 0], backward_BSJ], axis=2)
+                backward_BSQ = reverse_within_lengths(xw_BSdQ[:, :, 1], lengths_B)
+                xw_BSdQ = jnp.stack([xw_BSdQ[:, :, 0], backward_BSQ], axis=2)
 
-            def step(state_BdX, xs, u_dUJ=u_dUJ):
-                xw_BdJ, valid_B = xs
-                new_BdX = rnn_cell(c.cell, xw_BdJ, state_BdX, u_dUJ, "BdU,dUJ->BdJ", dtype)
+            def step(state_BdX, xs, u_dUQ=u_dUQ):
+                xw_BdQ, valid_B = xs
+                new_BdX = rnn_cell(c.cell, xw_BdQ, state_BdX, u_dUQ, "BdU,dUQ->BdQ", dtype)
                 # Padding leaves the state as it was, so the final carry is the last real state.
                 state_BdX = jnp.where(valid_B[:, None, None], new_BdX, state_BdX)
                 return state_BdX, state_BdX[..., :U]
 
             state_BdX = jnp.zeros((src_BS.shape[0], d, _state_size(c, U)), jnp.float32)
-            xs = (jnp.swapaxes(xw_BSdJ, 0, 1), jnp.swapaxes(valid_BS, 0, 1))
+            xs = (jnp.swapaxes(xw_BSdQ, 0, 1), jnp.swapaxes(valid_BS, 0, 1))
             state_BdX, h_SBdU = jax.lax.scan(step, state_BdX, xs)
             h_BSdU = jnp.swapaxes(h_SBdU, 0, 1)
             if c.bidirectional:
                 backward_BSU = reverse_within_lengths(h_BSdU[:, :, 1], lengths_B)
                 h_BSdU = jnp.stack([h_BSdU[:, :, 0], backward_BSU], axis=2)
             h_BSE = jnp.where(valid_BS[:, :, None], h_BSdU.reshape(*h_BSdU.shape[:2], d * U), 0.0)
-            x_BSI = h_BSE
+            x_BSi = h_BSE
             if layer < c.num_encoder_layers - 1:
-                x_BSI = dropout(h_BSE, deterministic=deterministic)
-        return x_BSI, state_BdX[..., :U]
+                x_BSi = dropout(h_BSE, deterministic=deterministic)
+        return x_BSi, state_BdX[..., :U]
 
 
 class DecoderCell(nn.Module):
@@ -298,7 +297,7 @@ class DecoderCell(nn.Module):
         c = self.config
         dtype = dtypes(c)[0]
         D, A = c.decoder_hidden_size, c.attention_hidden_size
-        J = GATES[c.cell] * D
+        Q = GATES[c.cell] * D
         dropout = nn.Dropout(c.dropout_rate)
         luong = c.attention.startswith("luong")
         state_BYX = carry["rnn"]
@@ -326,27 +325,27 @@ class DecoderCell(nn.Module):
         elif luong and c.input_feeding:
             inputs.append(carry["feed"])
 
-        x_BI, new_states = jnp.concatenate(inputs, axis=-1), []
+        x_Bi, new_states = jnp.concatenate(inputs, axis=-1), []
         for layer in range(c.num_decoder_layers):
-            w_IJ = _param(
+            w_iQ = _param(
                 self,
                 f"w_x_{layer}",
-                (x_BI.shape[-1], J),
+                (x_Bi.shape[-1], Q),
                 ("embed", "mlp"),
                 nn.initializers.xavier_uniform(),
             )
-            u_DJ = _param(
-                self, f"u_{layer}", (D, J), ("embed", "mlp"), nn.initializers.orthogonal()
+            u_DQ = _param(
+                self, f"u_{layer}", (D, Q), ("embed", "mlp"), nn.initializers.orthogonal()
             )
-            b_J = _param(self, f"b_{layer}", (J,), ("mlp",), nn.initializers.zeros)
-            xw_BJ = _matmul("BI,IJ->BJ", x_BI, w_IJ, dtype) + b_J.astype(jnp.float32)
+            b_Q = _param(self, f"b_{layer}", (Q,), ("mlp",), nn.initializers.zeros)
+            xw_BQ = _matmul("Bi,iQ->BQ", x_Bi, w_iQ, dtype) + b_Q.astype(jnp.float32)
             new_states.append(
-                rnn_cell(c.cell, xw_BJ, state_BYX[:, layer], u_DJ, "BD,DJ->BJ", dtype)
+                rnn_cell(c.cell, xw_BQ, state_BYX[:, layer], u_DQ, "BD,DQ->BQ", dtype)
             )
-            x_BI = new_states[-1][:, :D]
+            x_Bi = new_states[-1][:, :D]
             if layer < c.num_decoder_layers - 1:
-                x_BI = dropout(x_BI, deterministic=deterministic)
-        h_BD = x_BI
+                x_Bi = dropout(x_Bi, deterministic=deterministic)
+        h_BD = x_Bi
         carry = {**carry, "rnn": jnp.stack(new_states, axis=1)}
 
         if c.attention == "luong_concat":

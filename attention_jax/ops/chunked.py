@@ -23,7 +23,7 @@ block's keep mask from `fold_in(rng, i, j)`, so the backward pass regenerates th
 
 B batch, T query length, S key length, N query heads, K key/value heads, G = N // K query heads
 per key/value head, H head dim; I query blocks of t positions, J key blocks of s keys. A query
-block is processed as M = G·t rows per key/value head (its G heads × t positions), so that one
+block is processed as m = G·t rows per key/value head (its G heads × t positions), so that one
 matmul serves all the query heads that share a key/value head.
 """
 
@@ -107,7 +107,7 @@ def chunked_attention(
     I, J = blocks.num_query_blocks, blocks.num_key_blocks
 
     # Block-major layouts, so that each step is one batched matmul over (B, K).
-    q_IBKMH = (
+    q_IBKmH = (
         jnp.pad(q_BTNH, ((0, 0), (0, I * t - T), (0, 0), (0, 0)))
         .reshape(B, I, t, K, G, H)
         .transpose(1, 0, 3, 4, 2, 5)
@@ -124,8 +124,8 @@ def chunked_attention(
     scale = jnp.asarray(H**-0.5 if scale is None else scale, jnp.float32)
     rng = dropout_rng if dropout_rate > 0.0 else None
 
-    out_IBKMH = _flash(blocks, q_IBKMH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng)
-    out_IBKGtH = out_IBKMH.reshape(I, B, K, G, t, H)
+    out_IBKmH = _flash(blocks, q_IBKmH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng)
+    out_IBKGtH = out_IBKmH.reshape(I, B, K, G, t, H)
     return out_IBKGtH.transpose(1, 0, 4, 2, 3, 5).reshape(B, I * t, N, H)[:, :T]
 
 
@@ -151,7 +151,7 @@ def _blockable(name, x, B, N, K, T, S, padded_T, padded_S):
 
 
 def _block(x_BKGTS, blocks, i, j):
-    """Block (i, j) of a blockable mask or bias as rows × keys (B|1, K|1, M|1, s|1)."""
+    """Block (i, j) of a blockable mask or bias as rows × keys (B|1, K|1, m|1, s|1)."""
     if x_BKGTS.shape[3] > 1:
         x_BKGTS = lax.dynamic_slice_in_dim(x_BKGTS, i * blocks.t, blocks.t, axis=3)
     if x_BKGTS.shape[4] > 1:
@@ -163,29 +163,29 @@ def _block(x_BKGTS, blocks, i, j):
     return x_BKGts.reshape(Bx, Kx, blocks.G * blocks.t, sx)
 
 
-def _block_logits(blocks, q_BKMH, k_BKsH, mask_BKGTS, bias_BKGTS, scale, i, j, keys_first):
+def _block_logits(blocks, q_BKmH, k_BKsH, mask_BKGTS, bias_BKGTS, scale, i, j, keys_first):
     """S_ij = scale · Q_i K_jᵀ + bias_ij in float32, −∞ where the mask, causality or key padding
-    forbids attending; laid out BKMs, or BKsM when `keys_first` (the backward pass, whose
+    forbids attending; laid out BKms, or BKsm when `keys_first` (the backward pass, whose
     products Pᵀ dO and dSᵀ Q then read the block in place instead of transposing it)."""
 
-    def oriented(x_BKMs):
-        return jnp.moveaxis(x_BKMs, 3, 2) if keys_first else x_BKMs
+    def oriented(x_BKms):
+        return jnp.moveaxis(x_BKms, 3, 2) if keys_first else x_BKms
 
     if keys_first:
-        logits = jnp.einsum("BKsH,BKMH->BKsM", k_BKsH, q_BKMH, preferred_element_type=jnp.float32)
+        logits = jnp.einsum("BKsH,BKmH->BKsm", k_BKsH, q_BKmH, preferred_element_type=jnp.float32)
     else:
-        logits = jnp.einsum("BKMH,BKsH->BKMs", q_BKMH, k_BKsH, preferred_element_type=jnp.float32)
+        logits = jnp.einsum("BKmH,BKsH->BKms", q_BKmH, k_BKsH, preferred_element_type=jnp.float32)
     logits = scale * logits
     if bias_BKGTS is not None:
         logits += oriented(_block(bias_BKGTS, blocks, i, j)).astype(jnp.float32)
-    attend_BKMs = [] if mask_BKGTS is None else [_block(mask_BKGTS, blocks, i, j)]
+    attend_BKms = [] if mask_BKGTS is None else [_block(mask_BKGTS, blocks, i, j)]
     key_s = j * blocks.s + jnp.arange(blocks.s)
     if blocks.is_causal:
-        query_M = i * blocks.t + jnp.tile(jnp.arange(blocks.t), blocks.G)
-        attend_BKMs.append((key_s[None, :] <= query_M[:, None])[None, None])
+        query_m = i * blocks.t + jnp.tile(jnp.arange(blocks.t), blocks.G)
+        attend_BKms.append((key_s[None, :] <= query_m[:, None])[None, None])
     if blocks.num_key_blocks * blocks.s > blocks.S:
-        attend_BKMs.append((key_s < blocks.S)[None, None, None, :])
-    for attend in attend_BKMs:
+        attend_BKms.append((key_s < blocks.S)[None, None, None, :])
+    for attend in attend_BKms:
         logits = jnp.where(oriented(attend), logits, -jnp.inf)
     return logits
 
@@ -209,129 +209,129 @@ def _first_query_block_for(blocks, j):
     return (j * blocks.s) // blocks.t if blocks.is_causal else 0
 
 
-def _forward(blocks, q_IBKMH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng):
-    """FlashAttention-2 Algorithm 1: returns out_IBKMH and the log-sum-exp lse_IBKM."""
+def _forward(blocks, q_IBKmH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng):
+    """FlashAttention-2 Algorithm 1: returns out_IBKmH and the log-sum-exp lse_IBKm."""
 
     def query_block(i_and_q):
-        i, q_BKMH = i_and_q
+        i, q_BKmH = i_and_q
 
         def key_block(j, carry):
-            m_BKM, l_BKM, acc_BKMH = carry
+            m_BKm, l_BKm, acc_BKmH = carry
             v_BKsH = v_JBKsH[j]
-            logits_BKMs = _block_logits(
-                blocks, q_BKMH, k_JBKsH[j], mask_BKGTS, bias_BKGTS, scale, i, j, keys_first=False
+            logits_BKms = _block_logits(
+                blocks, q_BKmH, k_JBKsH[j], mask_BKGTS, bias_BKGTS, scale, i, j, keys_first=False
             )
-            m_new_BKM = jnp.maximum(m_BKM, logits_BKMs.max(axis=-1))
-            # A row masked so far has m = −∞; shifting it by 0 keeps exp(−∞ − 0) = 0, not NaN.
-            m_safe_BKM = jnp.where(jnp.isneginf(m_new_BKM), 0.0, m_new_BKM)
-            p_BKMs = jnp.exp(logits_BKMs - m_safe_BKM[..., None])
-            correction_BKM = jnp.exp(m_BKM - m_safe_BKM)
-            l_BKM = correction_BKM * l_BKM + p_BKMs.sum(axis=-1)
+            m_new_BKm = jnp.maximum(m_BKm, logits_BKms.max(axis=-1))
+            # A row masked so far has running max −∞; shifting it by 0 keeps exp(−∞ − 0) = 0, not NaN.
+            m_safe_BKm = jnp.where(jnp.isneginf(m_new_BKm), 0.0, m_new_BKm)
+            p_BKms = jnp.exp(logits_BKms - m_safe_BKm[..., None])
+            correction_BKm = jnp.exp(m_BKm - m_safe_BKm)
+            l_BKm = correction_BKm * l_BKm + p_BKms.sum(axis=-1)
             if blocks.dropout_rate > 0.0:
                 # ℓ normalises the weights before dropout; only the values see the dropped ones.
-                keep_BKMs = _dropout_keep(blocks, rng, p_BKMs.shape, i, j)
-                p_BKMs = jnp.where(keep_BKMs, p_BKMs / (1.0 - blocks.dropout_rate), 0.0)
-            pv_BKMH = jnp.einsum(
-                "BKMs,BKsH->BKMH",
-                p_BKMs.astype(v_BKsH.dtype),
+                keep_BKms = _dropout_keep(blocks, rng, p_BKms.shape, i, j)
+                p_BKms = jnp.where(keep_BKms, p_BKms / (1.0 - blocks.dropout_rate), 0.0)
+            pv_BKmH = jnp.einsum(
+                "BKms,BKsH->BKmH",
+                p_BKms.astype(v_BKsH.dtype),
                 v_BKsH,
                 preferred_element_type=jnp.float32,
             )
-            return m_new_BKM, l_BKM, correction_BKM[..., None] * acc_BKMH + pv_BKMH
+            return m_new_BKm, l_BKm, correction_BKm[..., None] * acc_BKmH + pv_BKmH
 
-        row_shape = q_BKMH.shape[:-1]
+        row_shape = q_BKmH.shape[:-1]
         init = (
             jnp.full(row_shape, -jnp.inf, jnp.float32),
             jnp.zeros(row_shape, jnp.float32),
-            jnp.zeros(q_BKMH.shape, jnp.float32),
+            jnp.zeros(q_BKmH.shape, jnp.float32),
         )
-        m_BKM, l_BKM, acc_BKMH = lax.fori_loop(0, _key_blocks_for(blocks, i), key_block, init)
+        m_BKm, l_BKm, acc_BKmH = lax.fori_loop(0, _key_blocks_for(blocks, i), key_block, init)
         # A fully masked row has ℓ = 0 and Õ = 0: its output is 0 and its L = +∞ makes every
         # recomputed P_ij = exp(S_ij − L) zero in the backward pass.
-        masked_BKM = l_BKM == 0.0
-        l_safe_BKM = jnp.where(masked_BKM, 1.0, l_BKM)
-        out_BKMH = (acc_BKMH / l_safe_BKM[..., None]).astype(v_JBKsH.dtype)
-        lse_BKM = jnp.where(masked_BKM, jnp.inf, m_BKM + jnp.log(l_safe_BKM))
-        return out_BKMH, lse_BKM
+        masked_BKm = l_BKm == 0.0
+        l_safe_BKm = jnp.where(masked_BKm, 1.0, l_BKm)
+        out_BKmH = (acc_BKmH / l_safe_BKm[..., None]).astype(v_JBKsH.dtype)
+        lse_BKm = jnp.where(masked_BKm, jnp.inf, m_BKm + jnp.log(l_safe_BKm))
+        return out_BKmH, lse_BKm
 
-    return lax.map(query_block, (jnp.arange(q_IBKMH.shape[0]), q_IBKMH))
+    return lax.map(query_block, (jnp.arange(q_IBKmH.shape[0]), q_IBKmH))
 
 
-def _backward(blocks, res, dout_IBKMH):
+def _backward(blocks, res, dout_IBKmH):
     """FlashAttention-2 Algorithm 2: cotangents of q, k, v, mask, bias, scale and the rng.
 
-    Blocks are laid out keys first (Pᵀ_ij as BKsM), so that dV_j += Pᵀ dO and dK_j += dSᵀ Q
-    read them in place; dQ_i is accumulated transposed, as Kᵀ dSᵀ (IBKHM).
+    Blocks are laid out keys first (Pᵀ_ij as BKsm), so that dV_j += Pᵀ dO and dK_j += dSᵀ Q
+    read them in place; dQ_i is accumulated transposed, as Kᵀ dSᵀ (IBKHm).
     """
-    q_IBKMH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng, out_IBKMH, lse_IBKM = res
-    I, B, K, M, H = q_IBKMH.shape
-    delta_IBKM = jnp.einsum(
-        "IBKMH,IBKMH->IBKM", dout_IBKMH, out_IBKMH, preferred_element_type=jnp.float32
+    q_IBKmH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng, out_IBKmH, lse_IBKm = res
+    I, B, K, m, H = q_IBKmH.shape
+    delta_IBKm = jnp.einsum(
+        "IBKmH,IBKmH->IBKm", dout_IBKmH, out_IBKmH, preferred_element_type=jnp.float32
     )
 
     def key_block(carry, j_k_v):
         j, k_BKsH, v_BKsH = j_k_v
 
         def query_block(i, carry):
-            dqT_IBKHM, dbias_BKGTS, dk_BKsH, dv_BKsH = carry
-            q_BKMH, dout_BKMH = q_IBKMH[i], dout_IBKMH[i]
-            logits_BKsM = _block_logits(
-                blocks, q_BKMH, k_BKsH, mask_BKGTS, bias_BKGTS, scale, i, j, keys_first=True
+            dqT_IBKHm, dbias_BKGTS, dk_BKsH, dv_BKsH = carry
+            q_BKmH, dout_BKmH = q_IBKmH[i], dout_IBKmH[i]
+            logits_BKsm = _block_logits(
+                blocks, q_BKmH, k_BKsH, mask_BKGTS, bias_BKGTS, scale, i, j, keys_first=True
             )
-            p_BKsM = jnp.exp(logits_BKsM - lse_IBKM[i][:, :, None])
-            dp_BKsM = jnp.einsum(
-                "BKsH,BKMH->BKsM", v_BKsH, dout_BKMH, preferred_element_type=jnp.float32
+            p_BKsm = jnp.exp(logits_BKsm - lse_IBKm[i][:, :, None])
+            dp_BKsm = jnp.einsum(
+                "BKsH,BKmH->BKsm", v_BKsH, dout_BKmH, preferred_element_type=jnp.float32
             )
-            p_dropped_BKsM = p_BKsM
+            p_dropped_BKsm = p_BKsm
             if blocks.dropout_rate > 0.0:
-                keep_BKMs = _dropout_keep(blocks, rng, (B, K, M, blocks.s), i, j)
-                keep_BKsM = jnp.moveaxis(keep_BKMs, 3, 2)
-                p_dropped_BKsM = jnp.where(keep_BKsM, p_BKsM / (1.0 - blocks.dropout_rate), 0.0)
-                dp_BKsM = jnp.where(keep_BKsM, dp_BKsM / (1.0 - blocks.dropout_rate), 0.0)
+                keep_BKms = _dropout_keep(blocks, rng, (B, K, m, blocks.s), i, j)
+                keep_BKsm = jnp.moveaxis(keep_BKms, 3, 2)
+                p_dropped_BKsm = jnp.where(keep_BKsm, p_BKsm / (1.0 - blocks.dropout_rate), 0.0)
+                dp_BKsm = jnp.where(keep_BKsm, dp_BKsm / (1.0 - blocks.dropout_rate), 0.0)
             dv_BKsH += jnp.einsum(
-                "BKsM,BKMH->BKsH",
-                p_dropped_BKsM.astype(dout_BKMH.dtype),
-                dout_BKMH,
+                "BKsm,BKmH->BKsH",
+                p_dropped_BKsm.astype(dout_BKmH.dtype),
+                dout_BKmH,
                 preferred_element_type=jnp.float32,
             )
-            ds_BKsM = p_BKsM * (dp_BKsM - delta_IBKM[i][:, :, None])
+            ds_BKsm = p_BKsm * (dp_BKsm - delta_IBKm[i][:, :, None])
             # dQ and dK are accumulated without the scale, which is applied once at the end.
-            dqT_IBKHM = dqT_IBKHM.at[i].add(
+            dqT_IBKHm = dqT_IBKHm.at[i].add(
                 jnp.einsum(
-                    "BKsH,BKsM->BKHM",
+                    "BKsH,BKsm->BKHm",
                     k_BKsH,
-                    ds_BKsM.astype(k_BKsH.dtype),
+                    ds_BKsm.astype(k_BKsH.dtype),
                     preferred_element_type=jnp.float32,
                 )
             )
             dk_BKsH += jnp.einsum(
-                "BKsM,BKMH->BKsH",
-                ds_BKsM.astype(q_BKMH.dtype),
-                q_BKMH,
+                "BKsm,BKmH->BKsH",
+                ds_BKsm.astype(q_BKmH.dtype),
+                q_BKmH,
                 preferred_element_type=jnp.float32,
             )
             if dbias_BKGTS is not None:
-                dbias_BKGTS = _add_block(dbias_BKGTS, ds_BKsM, blocks, i, j)
-            return dqT_IBKHM, dbias_BKGTS, dk_BKsH, dv_BKsH
+                dbias_BKGTS = _add_block(dbias_BKGTS, ds_BKsm, blocks, i, j)
+            return dqT_IBKHm, dbias_BKGTS, dk_BKsH, dv_BKsH
 
-        dqT_IBKHM, dbias_BKGTS = carry
-        init = (dqT_IBKHM, dbias_BKGTS, jnp.zeros(k_BKsH.shape, jnp.float32))
+        dqT_IBKHm, dbias_BKGTS = carry
+        init = (dqT_IBKHm, dbias_BKGTS, jnp.zeros(k_BKsH.shape, jnp.float32))
         init += (jnp.zeros(v_BKsH.shape, jnp.float32),)
-        dqT_IBKHM, dbias_BKGTS, dk_BKsH, dv_BKsH = lax.fori_loop(
+        dqT_IBKHm, dbias_BKGTS, dk_BKsH, dv_BKsH = lax.fori_loop(
             _first_query_block_for(blocks, j), I, query_block, init
         )
-        return (dqT_IBKHM, dbias_BKGTS), (dk_BKsH, dv_BKsH)
+        return (dqT_IBKHm, dbias_BKGTS), (dk_BKsH, dv_BKsH)
 
     dbias_BKGTS = None if bias_BKGTS is None else jnp.zeros(bias_BKGTS.shape, jnp.float32)
-    init = (jnp.zeros((I, B, K, H, M), jnp.float32), dbias_BKGTS)
-    (dqT_IBKHM, dbias_BKGTS), (dk_JBKsH, dv_JBKsH) = lax.scan(
+    init = (jnp.zeros((I, B, K, H, m), jnp.float32), dbias_BKGTS)
+    (dqT_IBKHm, dbias_BKGTS), (dk_JBKsH, dv_JBKsH) = lax.scan(
         key_block, init, (jnp.arange(k_JBKsH.shape[0]), k_JBKsH, v_JBKsH)
     )
-    dq_IBKMH = jnp.moveaxis(dqT_IBKHM, 3, 4)
+    dq_IBKmH = jnp.moveaxis(dqT_IBKHm, 3, 4)
     # S = scale · Q Kᵀ, so ∂S/∂scale = Q Kᵀ and dscale = Σ dS ∘ Q Kᵀ = Σ Q ∘ (dS K).
-    dscale = jnp.sum(q_IBKMH.astype(jnp.float32) * dq_IBKMH)
+    dscale = jnp.sum(q_IBKmH.astype(jnp.float32) * dq_IBKmH)
     return (
-        (scale * dq_IBKMH).astype(q_IBKMH.dtype),
+        (scale * dq_IBKmH).astype(q_IBKmH.dtype),
         (scale * dk_JBKsH).astype(k_JBKsH.dtype),
         dv_JBKsH.astype(v_JBKsH.dtype),
         None,
@@ -341,10 +341,10 @@ def _backward(blocks, res, dout_IBKMH):
     )
 
 
-def _add_block(dbias_BKGTS, ds_BKsM, blocks, i, j):
+def _add_block(dbias_BKGTS, ds_BKsm, blocks, i, j):
     """dbias += dS_ij, summed over the dimensions along which the bias is broadcast."""
-    B, K, s, _ = ds_BKsM.shape
-    ds_BKGts = jnp.moveaxis(ds_BKsM, 2, 3).reshape(B, K, blocks.G, blocks.t, s)
+    B, K, s, _ = ds_BKsm.shape
+    ds_BKGts = jnp.moveaxis(ds_BKsm, 2, 3).reshape(B, K, blocks.G, blocks.t, s)
     broadcast = tuple(a for a in range(5) if dbias_BKGTS.shape[a] == 1 < ds_BKGts.shape[a])
     ds_BKGts = ds_BKGts.sum(axis=broadcast, keepdims=True)
     start = (0, 0, 0, i * blocks.t if dbias_BKGTS.shape[3] > 1 else 0)
@@ -354,16 +354,16 @@ def _add_block(dbias_BKGTS, ds_BKsM, blocks, i, j):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flash(blocks, q_IBKMH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng):
-    args = (q_IBKMH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng)
+def _flash(blocks, q_IBKmH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng):
+    args = (q_IBKmH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng)
     return _forward(blocks, *args)[0]
 
 
-def _flash_fwd(blocks, q_IBKMH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng):
-    args = (q_IBKMH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng)
-    out_IBKMH, lse_IBKM = _forward(blocks, *args)
+def _flash_fwd(blocks, q_IBKmH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng):
+    args = (q_IBKmH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, rng)
+    out_IBKmH, lse_IBKm = _forward(blocks, *args)
     # Residuals: the inputs plus O and L; nothing of size T×S.
-    return out_IBKMH, (*args, out_IBKMH, lse_IBKM)
+    return out_IBKmH, (*args, out_IBKmH, lse_IBKm)
 
 
 _flash.defvjp(_flash_fwd, _backward)

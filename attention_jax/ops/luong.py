@@ -25,7 +25,7 @@ def luong_attention(query_BTD, keys_BSD, values_BSE, *, score="dot", w=None, v=N
     if score == "dot":
         scores_BTS = jnp.einsum("BTD,BSD->BTS", query_BTD, keys_BSD)
     elif score == "general":
-        scores_BTS = jnp.einsum("BTD,DF,BSF->BTS", query_BTD, w, keys_BSD)
+        scores_BTS = jnp.einsum("BTD,BSD->BTS", query_BTD @ w, keys_BSD)
     else:
         # W [h_t; h̄_s] splits into W_top h_t + W_bottom h̄_s, so each side is projected once.
         D = query_BTD.shape[-1]
