@@ -11,6 +11,7 @@ import pytest
 
 from attention_jax.data import glue
 from attention_jax.data.tokenizers import WordPieceTokenizer
+from tests.data.sst import SST_ROWS
 
 SST2_TRAIN = os.path.join(os.path.dirname(__file__), "../../../shared/data/sst2/train.tsv")
 
@@ -177,25 +178,6 @@ def test_real_sst2_file(tokenizer):
         np.testing.assert_array_equal(ids[1 : length - 1], expected)
 
 
-# SST-2 style: a sentence, then phrases of its parse tree, each a row of its own.
-SST_ROWS = [
-    ("1", "a gorgeous , witty , seductive movie"),
-    ("1", "gorgeous , witty , seductive movie"),
-    ("1", "witty"),
-    ("0", "the plot is nothing but boilerplate clichés from start to finish"),
-    ("0", "nothing but boilerplate clichés"),
-    ("0", "boilerplate clichés"),
-    ("1", "an utterly charming and hilarious film that reminded me of the best of disney"),
-    ("1", "utterly charming and hilarious"),
-    ("0", "it 's a cookie-cutter movie , a cut-and-paste job"),
-    ("0", "a cut-and-paste job"),
-    ("1", "one of the year 's best films"),
-    ("0", "a dull , simple-minded and stereotypical tale of drugs , death and mind-numbing"),
-    ("0", "dull"),
-    ("1", "the performances are uniformly excellent"),
-    ("1", "uniformly excellent"),
-    ("0", "this is a movie that is tired , unfunny and badly acted"),
-]
 
 
 def test_sentence_split_holds_out_whole_sentences_and_their_phrases():

@@ -16,27 +16,8 @@ from safetensors.numpy import load_file, save_file
 
 from attention_jax import checkpoint
 from attention_jax.interop import hf_bert
+from tests.data.sst import SST_ROWS
 from tests.experiments import scripts
-
-# SST-2 style: a sentence, then phrases of its parse tree, each a row of its own.
-SST_ROWS = [
-    ("1", "a gorgeous , witty , seductive movie"),
-    ("1", "gorgeous , witty , seductive movie"),
-    ("1", "witty"),
-    ("0", "the plot is nothing but boilerplate clichés from start to finish"),
-    ("0", "nothing but boilerplate clichés"),
-    ("0", "boilerplate clichés"),
-    ("1", "an utterly charming and hilarious film that reminded me of the best of disney"),
-    ("1", "utterly charming and hilarious"),
-    ("0", "it 's a cookie-cutter movie , a cut-and-paste job"),
-    ("0", "a cut-and-paste job"),
-    ("1", "one of the year 's best films"),
-    ("0", "a dull , simple-minded and stereotypical tale of drugs , death and mind-numbing"),
-    ("0", "dull"),
-    ("1", "the performances are uniformly excellent"),
-    ("1", "uniformly excellent"),
-    ("0", "this is a movie that is tired , unfunny and badly acted"),
-]
 
 CONTEXT = (
     "The lighthouse on the northern cape was built in 1854 from granite quarried on the island. "
