@@ -4,9 +4,11 @@
     restored = checkpoint.load("runs/bert_tiny")          # newest step; or step=1000
     logits = restored.model.apply({"params": restored.params}, ...)
 
-`restored.config` is the run's training config, `restored.model.config` the model's.
+`restored.config` is the run's training config, `restored.model.config` the model's. A
+checkpoint runs no code: it may name only the project's own models and those registered in
+code, `checkpoint.register(MyModel)` (a Linen module whose `config` is a frozen dataclass).
 """
 
-from attention_jax.training.checkpoint import Restored, load
+from attention_jax.training.checkpoint import Restored, load, register
 
-__all__ = ["Restored", "load"]
+__all__ = ["Restored", "load", "register"]

@@ -19,7 +19,6 @@ import time
 
 import jax
 import numpy as np
-from ml_collections import config_flags
 
 from attention_jax import cli, training
 from attention_jax.data import batching
@@ -27,9 +26,7 @@ from attention_jax.interop import pretrained
 from attention_jax.models import bert
 from attention_jax.tasks import bert_finetuning
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/bert_finetune.py:classification"
-)
+_CONFIG = cli.config_flag("experiments/configs/bert_finetune.py:classification")
 
 
 def main(config):

@@ -11,17 +11,17 @@ import pathlib
 import shutil
 
 import jax
-from ml_collections import config_flags
 
 from attention_jax import checkpoint, cli, training
 from attention_jax.data import batching, tfds_bert
 from attention_jax.models import bert
 from attention_jax.tasks import bert_pretraining
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/bert_pretrain.py:tiny")
+_CONFIG = cli.config_flag("experiments/configs/bert_pretrain.py:tiny")
 
 
 def main(config):
+    bert_pretraining.check_model_size(config.model_size)  # before preparing data
     phases, tokenizer = tfds_bert.prepare_phases(config.data, config.train.num_train_steps)
     task = bert_pretraining.create(
         config.model_size, tokenizer.vocab_size, config.train, config.model_overrides

@@ -21,18 +21,18 @@ import time
 
 import jax
 import tensorboardX
-from ml_collections import config_flags
 
 from attention_jax import checkpoint, cli, evaluation, training
 from attention_jax.data import tokenizers, translation
 from attention_jax.tasks import translation as translation_task
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/translate.py:transformer")
+_CONFIG = cli.config_flag("experiments/configs/translate.py:transformer")
 
 
 def run(config) -> dict:
     """Trains (resuming if the workdir has checkpoints), decodes and scores; returns results."""
     d = config.data
+    translation_task.model_preset(config.model, config.model_size)  # before preparing data
     if not config.train.workdir:
         attention = f"_{config.model_overrides.attention}" if config.model == "rnn" else ""
         config.train.workdir = f"runs/translate_{config.model}_{config.model_size}{attention}"

@@ -43,7 +43,10 @@ class SquadExample:
 def read_squad(path: str | os.PathLike) -> list[SquadExample]:
     """Reads a SQuAD v1.1 JSON file (data → paragraphs → qas → answers)."""
     with open(path, encoding="utf-8") as f:
-        dataset = json.load(f)
+        try:
+            dataset = json.load(f)
+        except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8
+            raise ValueError(f"{path} is not a SQuAD JSON file ({error})") from None
     examples = []
     try:
         for article in dataset["data"]:

@@ -7,8 +7,9 @@ in the text, for SQuAD spans) and `encode_words` (pre-split words, for CoNLL lab
 vocabulary size.
 
 Special tokens are `[PAD]` (id 0 in SentencePiece models trained here), `[UNK]`, `[CLS]`, `[SEP]`
-and `[MASK]`. `[CLS]`, `[SEP]` and `[MASK]` written literally in the text encode to their ids in
-both tokenizers, so `encode("the [MASK] sat")` works for masked-word demos.
+and `[MASK]`. `[CLS]`, `[SEP]` and `[MASK]` written literally in the text encode to their id
+alone in both tokenizers, as google-research/bert's and Hugging Face's tokenizers treat them, so
+`encode("the [MASK] sat")` is the three tokens a masked-LM example of pre-training would hold.
 """
 
 import abc
@@ -144,12 +145,27 @@ class SentencePieceTokenizer(Tokenizer):
         pieces = [self.backend.IdToPiece(i) for i in range(self.backend.GetPieceSize())]
         starts = [piece.startswith("▁") or not piece[0].isalnum() for piece in pieces]
         super().__init__(path, pieces, starts, [path])
+        self._space_id = self._ids.get("▁")
+        self._typed_ids = {self.cls_id, self.sep_id, self.mask_id}
+
+    def _keep(self, ids: list[int]) -> list[bool]:
+        """False for a bare "▁" before a typed [CLS]/[SEP]/[MASK]: SentencePiece gives the
+        space before the symbol a piece of its own, a position pre-training never shows."""
+        following = [*ids[1:], None]
+        return [
+            not (i == self._space_id and j in self._typed_ids)
+            for i, j in zip(ids, following, strict=False)  # ids may be empty
+        ]
+
+    def _without_spaces(self, ids: list[int]) -> list[int]:
+        return list(itertools.compress(ids, self._keep(ids)))
 
     def encode(self, text: str) -> list[int]:
-        return self.backend.Encode(text)
+        return self._without_spaces(self.backend.Encode(text))
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.backend.Encode(list(texts), num_threads=min(os.cpu_count() or 1, 16))
+        batch = self.backend.Encode(list(texts), num_threads=min(os.cpu_count() or 1, 16))
+        return [self._without_spaces(ids) for ids in batch]
 
     def _ids_and_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         pieces = self.backend.encode(text, return_type="proto").pieces
@@ -163,7 +179,10 @@ class SentencePieceTokenizer(Tokenizer):
             (e - len(text[b:e].lstrip()), e)
             for b, e in zip(begins.tolist(), ends.tolist(), strict=True)
         ]
-        return [p.id for p in pieces], offsets
+        keep = self._keep([p.id for p in pieces])
+        return [p.id for p in itertools.compress(pieces, keep)], list(
+            itertools.compress(offsets, keep)
+        )
 
     def encode_with_offsets(self, text: str) -> Encoding:
         ids, offsets = self._ids_and_offsets(text)
@@ -195,8 +214,11 @@ class WordPieceTokenizer(Tokenizer):
         vocab_path = _require_file(vocab_path, "WordPiece vocabulary")
         config_path = vocab_path.with_name(TOKENIZER_CONFIG_FILENAME)
         if lowercase is None:
-            config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-            lowercase = bool(config.get("do_lower_case", True))
+            try:
+                config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+                lowercase = bool(config.get("do_lower_case", True))
+            except (ValueError, AttributeError) as error:  # not JSON, or not a JSON object
+                raise ValueError(f"{config_path}: not a tokenizer config ({error})") from None
         self.lowercase = lowercase
         try:
             self.backend = hf_tokenizers.BertWordPieceTokenizer(

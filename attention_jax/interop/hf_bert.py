@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from attention_jax.models.bert import (
@@ -214,8 +215,14 @@ def load_hf_bert(model_dir, *, params=None):
         _require(model_dir / CONFIG_FILE),
         _require(model_dir / WEIGHTS_FILE),
     )
-    config = config_from_hf(json.loads(config_file.read_text()))
-    tensors = load_file(weights_file)
+    try:
+        config = config_from_hf(json.loads(config_file.read_text()))
+    except (ValueError, TypeError, AttributeError) as error:  # not JSON, or not a BERT config
+        raise ValueError(f"{config_file}: not a BERT config.json ({error})") from None
+    try:
+        tensors = load_file(weights_file)
+    except SafetensorError as error:
+        raise ValueError(f"{weights_file}: not a safetensors file ({error})") from None
     # Checkpoints from models with heads prefix the encoder with "bert."; old TF conversions name
     # LayerNorm parameters gamma/beta.
     tensors = {

@@ -33,7 +33,9 @@ from attention_jax.layers import MultiHeadAttention
 from attention_jax.models import common
 from attention_jax.ops.dot_product import IMPLEMENTATIONS
 
-# "gelu" is the exact erf form that google-research/bert and Hugging Face use.
+# "gelu" is the exact erf form, which Hugging Face's BERT uses (and google-research/bert's first
+# release did), so imported checkpoints compute what they were converted with; the current
+# google-research/bert modeling.py computes the tanh approximation, "gelu_new" here.
 ACTIVATIONS = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),
     "gelu_new": functools.partial(jax.nn.gelu, approximate=True),

@@ -28,11 +28,18 @@ class Pretraining(Task):
         return pretraining_loss(mlm_logits_BPV, nsp_logits_B2, batch)
 
 
+MODEL_SIZES = ("tiny", "mini", "small", "medium", "base", "large")  # BertConfig presets
+
+
+def check_model_size(model_size: str) -> None:
+    """A one-line ValueError unless `model_size` is one of MODEL_SIZES."""
+    if model_size not in MODEL_SIZES:
+        raise ValueError(f"unknown BERT model size {model_size!r}; expected one of {MODEL_SIZES}")
+
+
 def create(model_size: str, vocab_size: int, train_config, overrides=()) -> Pretraining:
     """The pre-training task for a `BertConfig` preset ("tiny" ... "large")."""
-    presets = ("tiny", "mini", "small", "medium", "base", "large")
-    if model_size not in presets:
-        raise ValueError(f"unknown BERT model size {model_size!r}; expected one of {presets}")
+    check_model_size(model_size)
     model_config = getattr(bert.BertConfig, model_size)(vocab_size, **dict(overrides))
     return Pretraining(bert.BertForPreTraining(with_compute_dtype(model_config, train_config)))
 

@@ -15,6 +15,7 @@ B batch, S source length, T target length, N heads, L decoded length.
 
 import dataclasses
 import functools
+import inspect
 
 import jax
 import matplotlib.image
@@ -112,17 +113,32 @@ class Translation(Task):
             )
 
 
+def model_preset(model: str, model_size: str):
+    """(the config preset `(vocab_size, **overrides) -> config`, the model class), or a
+    one-line ValueError naming the choices; scripts call it before preparing any data."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {tuple(MODELS)}, got {model!r}")
+    config_class, model_class = MODELS[model]
+    presets = [name for name in dir(config_class) if _is_preset(config_class, name)]
+    if model_size not in presets:
+        raise ValueError(
+            f"{config_class.__name__} has no preset {model_size!r}; presets: {', '.join(presets)}"
+        )
+    return getattr(config_class, model_size), model_class
+
+
+def _is_preset(config_class, name) -> bool:
+    return not name.startswith("_") and isinstance(
+        inspect.getattr_static(config_class, name), classmethod
+    )
+
+
 def create(
     model: str, model_size: str, vocab_size: int, train_config, *, label_smoothing=0.0, overrides=()
 ) -> Translation:
     """The task for a preset ("tiny", "small", "base", ...) of the "transformer" or "rnn" family,
     computing in the training config's dtype; `overrides` set preset fields (None keeps one)."""
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {tuple(MODELS)}, got {model!r}")
-    config_class, model_class = MODELS[model]
-    preset = getattr(config_class, model_size, None)
-    if not callable(preset):
-        raise ValueError(f"{config_class.__name__} has no preset {model_size!r}")
+    preset, model_class = model_preset(model, model_size)
     overrides = {k: v for k, v in dict(overrides).items() if v is not None}
     model_config = with_compute_dtype(preset(vocab_size, **overrides), train_config)
     return Translation(model_class(model_config), label_smoothing=label_smoothing)

@@ -14,7 +14,8 @@
 - `task`: a `attention_jax.tasks.base.Task`. `task.model` is a Linen module whose only required
   field is `config`, a frozen dataclass; it is initialised on `task.inputs(batch)` of a one-row
   batch of zeros, and the checkpoint stores its import path and config so
-  `attention_jax.checkpoint.load` rebuilds it. `task.loss(params, batch, rng, *, train)` returns
+  `attention_jax.checkpoint.load` rebuilds it (the project's own models, or one a task module
+  registered with `checkpoint.register`). `task.loss(params, batch, rng, *, train)` returns
   `(loss, metrics)`: the scalar mean loss over the batch and a dict name → `(sum, count)`.
 - `train_data`: iterator of dict[str, np.ndarray]; each process yields its own rows of the
   global batch of `config.batch_size` rows. get_state()/set_state() (grain iterators have

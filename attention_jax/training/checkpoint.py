@@ -7,12 +7,19 @@ A checkpoint at `<workdir>/checkpoints/<step>/` holds three items:
 The "model" entry names the Linen class and its frozen config dataclass by import path, so
 `load(path)` rebuilds the model without training code and restores the parameters onto one
 device, whatever mesh wrote them.
+
+A checkpoint is data, never code: the names in it are looked up among the project's own models
+and those registered in code (`register`), the config values are checked against the config
+dataclass's field types, and anything else is refused before any object is built.
 """
 
 import dataclasses
 import importlib
 import json
 import logging
+import pkgutil
+import types
+import typing
 from typing import Any
 
 import flax.linen as nn
@@ -26,21 +33,90 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 
 
+# Models any checkpoint may name: the Linen modules with a frozen-dataclass `config` defined in
+# the project's own `attention_jax.models` package (found by walking the package, so a new family
+# needs no entry here), plus those a user registers in code. A checkpoint names a class by its
+# import path, which is looked up here, never imported.
+MODELS_PACKAGE = "attention_jax.models"
+_registry: dict[str, type[nn.Module]] = {}
+
+
+def _path(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _annotated_config(model_class):
+    """The class `model_class.config` is annotated with, or None."""
+    try:
+        return typing.get_type_hints(model_class).get("config")
+    except (NameError, TypeError):  # not a class, or annotations that do not resolve
+        return None
+
+
+def _has_frozen_config(model_class) -> bool:
+    config_class = _annotated_config(model_class)
+    return (
+        isinstance(config_class, type)
+        and dataclasses.is_dataclass(config_class)
+        and config_class.__dataclass_params__.frozen
+    )
+
+
+def _config_class(model_class) -> type:
+    """The frozen config dataclass `model_class.config` is annotated with."""
+    if not _has_frozen_config(model_class):
+        raise ValueError(
+            f"{getattr(model_class, '__qualname__', model_class)!r} cannot be checkpointed: it "
+            "needs a `config` field annotated with a frozen dataclass"
+        )
+    return _annotated_config(model_class)
+
+
+def register(model_class: type[nn.Module]) -> type[nn.Module]:
+    """Lets checkpoints name `model_class` (a Linen module whose `config` is a frozen dataclass).
+
+    The project's own models (`MODELS_PACKAGE`) need no registration; a user's own model does,
+    in code, before `load` (usable as a class decorator). Returns `model_class`.
+    """
+    if not (isinstance(model_class, type) and issubclass(model_class, nn.Module)):
+        raise ValueError(f"{model_class!r} is not a Linen module class")
+    _config_class(model_class)
+    _registry[_path(model_class)] = model_class
+    return model_class
+
+
+def _own_models() -> dict[str, type[nn.Module]]:
+    """Import path -> class of every checkpointable model defined in `MODELS_PACKAGE`."""
+    package = importlib.import_module(MODELS_PACKAGE)
+    models = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{MODELS_PACKAGE}.{info.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, nn.Module)
+                and value.__module__ == module.__name__
+                and _has_frozen_config(value)
+            ):
+                models[_path(value)] = value
+    return models
+
+
+def registered_models() -> dict[str, type[nn.Module]]:
+    """Import path -> class of every model a checkpoint may name."""
+    return {**_own_models(), **_registry}
+
+
 def model_spec(model: nn.Module) -> dict:
     """Import paths of the model class and its config dataclass, plus the config values."""
     config = model.config
     if not dataclasses.is_dataclass(config):
         raise ValueError(f"{type(model).__name__}.config must be a dataclass to be checkpointed")
     return {
-        "module": f"{type(model).__module__}.{type(model).__qualname__}",
-        "config_class": f"{type(config).__module__}.{type(config).__qualname__}",
+        "module": _path(type(model)),
+        "config_class": _path(type(config)),
         "config": dataclasses.asdict(config),
     }
-
-
-def _import(path: str):
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def _tuples(value):
@@ -52,29 +128,93 @@ def _tuples(value):
     return value
 
 
-def build_model(spec: dict) -> nn.Module:
+def _has_type(value, hint) -> bool:
+    """Whether a JSON value (lists already tuples) is of the field type `hint`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_has_type(v, args[0]) for v in value)
+        return len(args) == len(value) and all(map(_has_type, value, args))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return False  # A field type a checkpoint cannot hold (or that this check does not know).
+
+
+def build_model(spec, source: str = "checkpoint") -> nn.Module:
     """Inverse of `model_spec`, for checkpoints written by older versions of the model too.
 
-    Saved config fields named in the config class's optional `RETIRED_FIELDS` (a tuple of
-    str: fields older versions had, e.g. a loss setting since moved to the task) are dropped;
-    any other field the dataclass lacks is a one-line ValueError.
+    The model class must be one `registered_models()` lists and the config class the frozen
+    dataclass it is annotated with; every value must have its field's type. Saved config
+    fields named in the config class's optional `RETIRED_FIELDS` (a tuple of str: fields older
+    versions had, e.g. a loss setting since moved to the task) are dropped. Anything else is
+    a one-line ValueError starting with `source` (the file), raised before anything is built.
     """
-    config_class = _import(spec["config_class"])
-    fields = dataclasses.fields(config_class)
-    init_fields = {field.name for field in fields if field.init}
+
+    def refuse(problem):
+        raise ValueError(f"{source}: {problem}")
+
+    if not (isinstance(spec, dict) and {"module", "config_class", "config"} <= set(spec)):
+        refuse("the model entry needs 'module', 'config_class' and 'config'")
+    models = registered_models()
+    model_class = models.get(spec["module"]) if isinstance(spec["module"], str) else None
+    if model_class is None:
+        refuse(
+            f"model class {spec['module']!r} is not registered (checkpoint.register a model of "
+            f"your own); registered: {', '.join(sorted(models))}"
+        )
+    config_class = _config_class(model_class)
+    if spec["config_class"] != _path(config_class):
+        refuse(
+            f"config class {spec['config_class']!r} is not {_path(config_class)}, the config "
+            f"of {spec['module']}"
+        )
+    if not isinstance(spec["config"], dict):
+        refuse(f"the config of {spec['module']} is not a JSON object")
+    fields = {field.name: field for field in dataclasses.fields(config_class)}
+    hints = typing.get_type_hints(config_class)
     # Fields the constructor does not take (init=False) are derived: dropped like retired ones.
-    dropped = {field.name for field in fields if not field.init}
+    dropped = {name for name, field in fields.items() if not field.init}
     dropped |= set(getattr(config_class, "RETIRED_FIELDS", ()))
     values = {}
     for name, value in _tuples(spec["config"]).items():
-        if name in init_fields:
+        if name in fields and fields[name].init:
+            if not _has_type(value, hints[name]):
+                refuse(
+                    f"{config_class.__name__}.{name} = {value!r} is not of type "
+                    f"{getattr(hints[name], '__name__', hints[name])}"
+                )
             values[name] = value
         elif name not in dropped:
-            raise ValueError(
-                f"checkpoint model config {spec['config_class']} has field {name!r}, which "
+            refuse(
+                f"model config {spec['config_class']} has field {name!r}, which "
                 f"{config_class.__name__} lacks and does not list in RETIRED_FIELDS"
             )
-    return _import(spec["module"])(config=config_class(**values))
+    required = dataclasses.MISSING
+    missing = [
+        name
+        for name, field in fields.items()
+        if field.init and name not in values
+        if field.default is required and field.default_factory is required
+    ]
+    if missing:
+        refuse(f"model config {spec['config_class']} lacks field(s) {missing}")
+    return model_class(config=config_class(**values))
 
 
 class IteratorStateHandler(ocp.CheckpointHandler):
@@ -213,31 +353,36 @@ def _checkpoint_directory(path: epath.Path) -> tuple[epath.Path, int | None]:
 def load(path, step: int | None = None) -> Restored:
     """Restores a checkpoint's config, model and parameters on this process's first device.
 
+    Only the "config" and "state" items are read, each by its own Orbax handler (the iterator
+    state and the optimizer state stay on disk), and the model is checked and rebuilt from the
+    config (`build_model`) before any parameter is read.
+
     Args:
       path: a run's workdir, its `checkpoints` directory, or a step directory inside it.
       step: which step to load; None means the newest (or the one `path` names).
     """
     directory, path_step = _checkpoint_directory(epath.Path(path).absolute())
     step = step if step is not None else path_step
-    manager = ocp.CheckpointManager(
-        directory,
-        options=ocp.CheckpointManagerOptions(read_only=True),
-        item_handlers={
-            "state": ocp.PyTreeCheckpointHandler(),
-            "config": ocp.JsonCheckpointHandler(),
-        },
-    )
-    step = manager.latest_step() if step is None else step
-    if step is None or step not in manager.all_steps():
+    steps = ocp.utils.checkpoint_steps(directory) if directory.is_dir() else []
+    step = max(steps, default=None) if step is None else step
+    if step is None or step not in steps:
         raise ValueError(f"no checkpoint {'' if step is None else f'at step {step} '}in {path}")
-    description = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    description = description["config"]
-    metadata = manager.item_metadata(step)["state"]
+    config_file = directory / str(step) / "config" / "metadata"
+    try:
+        description = ocp.JsonCheckpointHandler().restore(config_file.parent)
+    except (OSError, ValueError) as error:  # missing, or not JSON (JSONDecodeError)
+        raise ValueError(f"{config_file}: not a checkpoint description ({error})") from None
+    if not (isinstance(description, dict) and isinstance(description.get("train"), dict)):
+        raise ValueError(f"{config_file}: not a checkpoint description (no 'train' object)")
+    model = build_model(description.get("model"), source=str(config_file))
+
+    handler = ocp.PyTreeCheckpointHandler()
+    state_dir = directory / str(step) / "state"
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = {
         "params": jax.tree.map(
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-            dict(metadata.tree)["params"],
+            dict(handler.metadata(state_dir).tree)["params"],
         )
     }
     state_args = ocp.args.PyTreeRestore(
@@ -245,11 +390,11 @@ def load(path, step: int | None = None) -> Restored:
         restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
         partial_restore=True,
     )
-    restored = manager.restore(step, args=ocp.args.Composite(state=state_args))
-    manager.close()
+    restored = handler.restore(state_dir, args=state_args)
+    handler.close()
     return Restored(
         config=ml_collections.ConfigDict(description["train"]),
-        model=build_model(description["model"]),
-        params=restored["state"]["params"],
+        model=model,
+        params=restored["params"],
         step=step,
     )

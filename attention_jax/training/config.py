@@ -5,8 +5,12 @@ proportion; `resolve_durations(config, num_train_examples)` turns the latter int
 `train` requires.
 """
 
+import re
+
 import ml_collections
 from ml_collections import config_dict
+
+from attention_jax.training.optim import NO_DECAY_PATTERN
 
 # Logical axis names → mesh axes (data, fsdp, tensor). Models name every parameter dimension
 # (nn.with_logical_partitioning) and constrain activations (nn.with_logical_constraint) with
@@ -25,8 +29,8 @@ DEFAULT_LOGICAL_AXIS_RULES = (
     ("norm", None),
 )
 
-OPTIMIZERS = ("adamw", "lamb")
-SCHEDULES = ("linear", "inverse_sqrt", "cosine", "constant")
+OPTIMIZERS = ("adamw", "bert_adamw", "lamb")
+SCHEDULES = ("linear", "bert_linear", "inverse_sqrt", "cosine", "constant")
 PARALLELISM = ("jit", "pmap")
 NAN_POLICIES = ("halt", "skip")
 BEST_MODES = ("min", "max")
@@ -43,12 +47,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.num_train_epochs = config_dict.placeholder(float)  # Epochs, if num_train_steps is None.
     c.batch_size = 32  # Global batch size: examples per optimizer step over all hosts.
     c.grad_accum_steps = 1  # Micro-batches per step; batch_size is split into this many.
-    c.optimizer = "adamw"  # "adamw" (decoupled weight decay) or "lamb" (You et al. 2020).
+    # See optim.py: "bert_adamw" is google-research/bert's AdamWeightDecayOptimizer.
+    c.optimizer = "adamw"  # "adamw" (optax, bias-corrected), "bert_adamw" or "lamb".
     c.learning_rate = 1e-4  # Peak learning rate, reached at the end of warmup.
-    c.schedule = "linear"  # "linear" (BERT), "inverse_sqrt" (Noam), "cosine" or "constant".
+    # "linear" decays from the end of warmup, "bert_linear" (google-research/bert's) from step 0.
+    c.schedule = "linear"  # "linear", "bert_linear", "inverse_sqrt" (Noam), "cosine", "constant".
     c.warmup_steps = 0  # Steps of linear warmup from 0 to learning_rate.
     c.warmup_proportion = config_dict.placeholder(float)  # Fraction, if warmup_steps is None.
-    c.weight_decay = 0.0  # Decoupled weight decay; never applied to biases and norm parameters.
+    c.weight_decay = 0.0  # Decoupled weight decay, on the parameters weight_decay_exclude spares.
+    # Regex searched in each parameter's "/"-joined path: matches get no weight decay.
+    c.weight_decay_exclude = NO_DECAY_PATTERN  # Every bias and norm parameter (optim.py).
     c.b1 = 0.9  # Adam/LAMB first-moment decay.
     c.b2 = 0.999  # Adam/LAMB second-moment decay.
     c.eps = 1e-6  # Adam/LAMB denominator epsilon.
@@ -110,6 +118,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _one_of(config, "nan_policy", NAN_POLICIES)
     _one_of(config, "best_mode", BEST_MODES)
     _one_of(config, "dtype", ("float32", "bfloat16"))
+    try:
+        re.compile(config.weight_decay_exclude)
+    except (re.error, TypeError) as error:
+        raise ValueError(
+            f"training config weight_decay_exclude={config.weight_decay_exclude!r} is not a "
+            f"regular expression: {error}"
+        ) from None
     _steps_or(config, "num_train_steps", "num_train_epochs")
     _steps_or(config, "warmup_steps", "warmup_proportion")
     if config.num_train_steps is not None:

@@ -149,6 +149,13 @@ def test_reader_rejects_malformed_files(tmp_path, dataset, message):
         squad.read_squad(path)
 
 
+def test_reader_names_a_file_that_is_not_json(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"data": [', encoding="utf-8")
+    with pytest.raises(ValueError, match=f"^{path} is not a SQuAD JSON file"):
+        squad.read_squad(path)
+
+
 def reference_features(example, tokenizer, max_seq_length, doc_stride, max_query_length):
     """run_squad.py's read_squad_examples + convert_examples_to_features for one example."""
 

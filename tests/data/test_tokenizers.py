@@ -55,8 +55,35 @@ def test_sentencepiece_round_trip_lowercases(sentencepiece):
     ids = tok.encode("god said [MASK] light")
     assert tok.mask_id in ids
     assert tok.decode([tok.cls_id, *ids, tok.sep_id, tok.pad_id, tok.pad_id]) == (
-        "[CLS] god said [MASK] light[SEP]"
+        "[CLS] god said[MASK] light[SEP]"
     )
+
+
+TYPED = "[CLS] god said [MASK]. [SEP] [MASK] [MASK] light"
+
+
+def test_sentencepiece_typed_special_tokens_encode_alone(sentencepiece):
+    """No "▁" piece of its own before a typed [CLS]/[SEP]/[MASK] (as SentencePiece gives the
+    space before a user-defined symbol): each encodes to its id alone, in every encoder."""
+    tok = sentencepiece
+    pieces = [tok.id_to_token(i) for i in tok.encode(TYPED)]
+    assert pieces == [
+        "[CLS]",
+        *[tok.id_to_token(i) for i in tok.encode("god said")],
+        "[MASK]",
+        *[tok.id_to_token(i) for i in tok.encode(".")][1:],  # "." right after [MASK]
+        "[SEP]",
+        "[MASK]",
+        "[MASK]",
+        *[tok.id_to_token(i) for i in tok.encode("light")],
+    ]
+    assert "▁" in [tok.id_to_token(i) for i in tok.backend.Encode(TYPED)]  # what was dropped
+    assert tok.encode_batch([TYPED, "god"]) == [tok.encode(TYPED), tok.encode("god")]
+    encoding = tok.encode_with_offsets(TYPED)
+    assert encoding.ids == tok.encode(TYPED)
+    assert [TYPED[b:e] for b, e in encoding.offsets][:1] == ["[CLS]"]
+    assert [TYPED[b:e] for b, e in encoding.offsets].count("[MASK]") == 3
+    assert tok.encode_words(["said", "[MASK]"]).ids == tok.encode("said") + [tok.mask_id]
 
 
 def test_sentencepiece_word_starts_mark_the_boundary_piece(sentencepiece):
@@ -131,6 +158,23 @@ def test_wordpiece_from_vocab_file(tmp_path):
     )
 
 
+def test_wordpiece_typed_special_tokens_encode_alone(tmp_path):
+    pieces = [*SPECIALS, "god", "said", "light", "."]
+    tok = tokenizers.WordPieceTokenizer(write_vocab(tmp_path / "vocab.txt", pieces))
+    assert [tok.id_to_token(i) for i in tok.encode(TYPED)] == [
+        "[CLS]",
+        "god",
+        "said",
+        "[MASK]",
+        ".",
+        "[SEP]",
+        "[MASK]",
+        "[MASK]",
+        "light",
+    ]
+    assert tok.encode_with_offsets(TYPED).ids == tok.encode(TYPED)
+
+
 def test_wordpiece_casing_follows_tokenizer_config(tmp_path):
     vocab = write_vocab(tmp_path / "vocab.txt", [*SPECIALS, "Hello", "hello"])
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
@@ -145,6 +189,10 @@ def test_wordpiece_errors_are_one_line(tmp_path):
         tokenizers.WordPieceTokenizer(tmp_path / "vocab.txt")
     vocab = write_vocab(tmp_path / "vocab.txt", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello"])
     with pytest.raises(ValueError, match=r"lacks special tokens \[MASK\]$"):
+        tokenizers.WordPieceTokenizer(vocab)
+    vocab = write_vocab(tmp_path / "vocab.txt", SPECIALS)
+    (tmp_path / "tokenizer_config.json").write_text("{'do_lower_case': False}")
+    with pytest.raises(ValueError, match="tokenizer_config.json: not a tokenizer config"):
         tokenizers.WordPieceTokenizer(vocab)
 
 

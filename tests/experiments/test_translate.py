@@ -100,10 +100,3 @@ def test_rnn_with_luong_attention_learns_the_cipher(corpus, tmp_path):
     workdir = tmp_path / "run"
     results = translate(corpus, workdir, "rnn", **{"model_overrides.attention": "luong_general"})
     check_outputs(corpus, workdir, results)
-
-
-def test_bad_model_name_is_one_line_error():
-    result = scripts.run(
-        "experiments/translate.py", {}, "--config=experiments/configs/translate.py:lstm", status=1
-    )
-    assert "'transformer' or 'rnn', got 'lstm'" in result.stderr

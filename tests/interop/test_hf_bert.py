@@ -172,8 +172,16 @@ def test_errors_name_the_problem(model_dir, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_hf_bert(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    (tmp_path / "config.json").write_text('{"vocab_size": 30')
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'config.json'}: not a BERT config.json"):
+        load_hf_bert(tmp_path)
+    (tmp_path / "config.json").write_text('{"vocab_size": 30}')
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'model.safetensors'}: not a safetensors"):
+        load_hf_bert(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
     shutil.copy(f"{model_dir}/model.safetensors", tmp_path)
-    with pytest.raises(ValueError, match="config.json lacks vocab_size"):
+    with pytest.raises(ValueError, match="config.json: not a BERT config.json.*lacks vocab_size"):
         load_hf_bert(tmp_path)
     with pytest.raises(ValueError, match=r"intermediate.dense.weight has shape \(1536, 384\)"):
         load_hf_bert(_copy_with_config(model_dir, tmp_path, intermediate_size=1024))

@@ -1,7 +1,7 @@
 """A two-layer Transformer-encoder classifier and synthetic data for the training-loop tests.
 
-Checkpoints record `tests.training.tiny_classifier.TinyClassifier`, so `checkpoint.load` can
-rebuild it in a fresh process started in the repository root.
+Checkpoints record `tests.training.tiny_classifier.TinyClassifier`, which this module registers
+(`checkpoint.register`), so `checkpoint.load` rebuilds it in any process that imported it.
 
 B batch, T length, D model dim, F mlp dim, V vocab, C classes.
 """
@@ -20,6 +20,7 @@ import optax
 from attention_jax import training
 from attention_jax.layers import MultiHeadAttention
 from attention_jax.tasks import base
+from attention_jax.training import checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +83,9 @@ class TinyClassifier(nn.Module):
             x_BTD = x_BTD + _dense(c.embed_dim, ("mlp", "embed"), f"mlp_out_{i}")(h_BTF)
             x_BTD = nn.with_logical_constraint(x_BTD, ("batch", "length", "embed"))
         return _dense(c.num_classes, ("embed", None), "classifier")(x_BTD.mean(axis=1))
+
+
+checkpoint.register(TinyClassifier)  # not one of the project's own models
 
 
 class TinyTask(base.Task):
