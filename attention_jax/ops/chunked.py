@@ -222,7 +222,7 @@ def _forward(blocks, q_IBKmH, k_JBKsH, v_JBKsH, mask_BKGTS, bias_BKGTS, scale, r
                 blocks, q_BKmH, k_JBKsH[j], mask_BKGTS, bias_BKGTS, scale, i, j, keys_first=False
             )
             m_new_BKm = jnp.maximum(m_BKm, logits_BKms.max(axis=-1))
-            # A row masked so far has running max −∞; shifting it by 0 keeps exp(−∞ − 0) = 0, not NaN.
+            # A row masked so far has running max −∞; shifting it by 0 keeps exp(−∞) = 0, not NaN.
             m_safe_BKm = jnp.where(jnp.isneginf(m_new_BKm), 0.0, m_new_BKm)
             p_BKms = jnp.exp(logits_BKms - m_safe_BKm[..., None])
             correction_BKm = jnp.exp(m_BKm - m_safe_BKm)

@@ -178,8 +178,6 @@ def test_real_sst2_file(tokenizer):
         np.testing.assert_array_equal(ids[1 : length - 1], expected)
 
 
-
-
 def test_sentence_split_holds_out_whole_sentences_and_their_phrases():
     texts = [(x,) for _, x in SST_ROWS]
     train, validation, dropped = glue.sentence_split(texts, 3, seed=0)

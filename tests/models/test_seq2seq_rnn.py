@@ -230,11 +230,3 @@ def test_presets():
         "luong_dot",
         False,
     )
-
-
-def test_reverse_within_lengths_keeps_padding_in_place():
-    x = jnp.array([[1, 2, 3, 0], [4, 5, 0, 0], [6, 0, 0, 0]])
-    np.testing.assert_array_equal(
-        rnn.reverse_within_lengths(x, jnp.array([3, 2, 1])),
-        [[3, 2, 1, 0], [5, 4, 0, 0], [6, 0, 0, 0]],
-    )
