@@ -18,13 +18,12 @@ import pathlib
 import time
 
 import tensorboardX
-from ml_collections import config_flags
 
 from attention_jax import checkpoint, cli, training
 from attention_jax.data import sase as sase_data
 from attention_jax.tasks import sase
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/sase.py:random")
+_CONFIG = cli.config_flag("experiments/configs/sase.py:random")
 
 
 def run(config) -> dict:

@@ -14,4 +14,5 @@ def test_a_script_is_short_and_holds_no_model_logic(script):
     assert len(source.splitlines()) <= 150
     assert "isinstance(" not in source  # dispatch on model classes belongs to the tasks
     assert "def loss" not in source and "optax." not in source  # losses belong to the tasks
-    assert "cli.run(main" in source  # one-line errors, preemption as exit status 0
+    # One-line errors for bad flags and inputs, preemption as exit status 0.
+    assert "cli.config_flag(" in source and "cli.run(main" in source
