@@ -116,7 +116,10 @@ def run(main, config_flag) -> None:
         del argv
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save and restore at INFO.
         try:
-            main(config_flag.value)
+            config = config_flag.value
+            if "train" in config:  # a bad training config fails before any data is prepared
+                training.validate(config.train)
+            main(config)
         except training.Preempted as preempted:
             logging.warning("%s; exiting", preempted)
         except (ValueError, OSError) as error:

@@ -68,3 +68,31 @@ def test_malformed_config_json_is_named(tmp_path):
     (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
     message = _error_line(FINETUNE, {"init_from": folder, "train.workdir": tmp_path / "run"})
     assert message.startswith(f"{folder / 'config.json'}: not a BERT config.json")
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"train.num_train_steps": -5}, "training config num_train_steps=-5 must be a positive"),
+        ({"train.grad_accum_steps": 3}, "batch_size=32 is not divisible by grad_accum_steps=3"),
+        ({"data.corpus_dir": "/nowhere/corpus"}, "corpus /nowhere/corpus does not exist"),
+    ],
+    ids=["negative-steps", "accumulation", "missing-corpus"],
+)
+def test_bad_training_settings_fail_before_data_is_prepared(overrides, expected, tmp_path):
+    message = _error_line(PRETRAIN, {**overrides, "data.output_dir": tmp_path / "data"})
+    assert message.startswith(expected)
+    assert not (tmp_path / "data").exists()
+
+
+def test_an_empty_corpus_is_one_line(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "empty.txt").write_text("")
+    overrides = {"data.corpus_dir": tmp_path / "corpus", "data.output_dir": tmp_path / "data"}
+    assert _error_line(PRETRAIN, overrides) == (
+        "no text to train SentencePiece on: 1 file(s), all empty"
+    )
+
+
+def test_an_unknown_flag_is_one_line():
+    assert _error_line(TRANSLATE, {}, "--bogus") == "Unknown command line flag 'bogus'"
