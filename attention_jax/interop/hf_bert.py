@@ -11,7 +11,6 @@ D hidden size, N heads, H head dim (D = N·H), F intermediate size, V vocabulary
 """
 
 import functools
-import json
 import pathlib
 
 import flax.linen as nn
@@ -19,18 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
 
+from attention_jax.interop import hf_folder
+from attention_jax.interop.hf_folder import WEIGHTS_FILE
 from attention_jax.models.bert import (
     BertConfig,
     BertForPreTraining,
     BertForQuestionAnswering,
     BertForSequenceClassification,
 )
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 # Our config field <- Hugging Face config.json key.
 _CONFIG_KEYS = {
@@ -189,12 +185,6 @@ def config_to_hf(config, num_labels=None):
     }
 
 
-def _require(path):
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    return path
-
-
 def load_hf_bert(model_dir, *, params=None):
     """Read a Hugging Face BERT checkpoint folder into (BertConfig, params).
 
@@ -210,19 +200,8 @@ def load_hf_bert(model_dir, *, params=None):
       (config, params): NumPy float arrays in our layout. Without `params`, the tree is that of
       `BertModel` for an encoder-only checkpoint, else encoder under "bert" plus the heads found.
     """
-    model_dir = _require(pathlib.Path(model_dir))
-    config_file, weights_file = (
-        _require(model_dir / CONFIG_FILE),
-        _require(model_dir / WEIGHTS_FILE),
-    )
-    try:
-        config = config_from_hf(json.loads(config_file.read_text()))
-    except (ValueError, TypeError, AttributeError) as error:  # not JSON, or not a BERT config
-        raise ValueError(f"{config_file}: not a BERT config.json ({error})") from None
-    try:
-        tensors = load_file(weights_file)
-    except SafetensorError as error:
-        raise ValueError(f"{weights_file}: not a safetensors file ({error})") from None
+    config, tensors = hf_folder.read(model_dir, config_from_hf, "BERT")
+    weights_file = pathlib.Path(model_dir) / WEIGHTS_FILE
     # Checkpoints from models with heads prefix the encoder with "bert."; old TF conversions name
     # LayerNorm parameters gamma/beta.
     tensors = {
@@ -295,13 +274,10 @@ def save_hf_bert(config, params, model_dir):
     if flat:
         raise ValueError(f"no Hugging Face name for {['/'.join(path) for path in flat]}")
 
-    model_dir = pathlib.Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
     # Hugging Face sizes its span (start, end) classifier by num_labels.
     hf_config = config_to_hf(config, num_labels=2 if "qa_outputs" in heads else None)
     if "nsp" in heads:
         hf_config["architectures"] = ["BertForPreTraining"]
     elif not heads:
         hf_config["architectures"] = ["BertModel"]
-    (model_dir / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n")
-    save_file(tensors, model_dir / WEIGHTS_FILE, metadata={"format": "pt"})
+    hf_folder.write(model_dir, hf_config, tensors)

@@ -141,7 +141,11 @@ class MultiHeadAttention(nn.Module):
 
     Self-attention when `inputs_kv_BSD` is None, cross-attention otherwise. With `decode=True`
     keys and values are kept in a "cache" collection: initialise with the full-length input,
-    then call with one token (or a chunk) at a time.
+    then call with one token (or a chunk) at a time; cache slot s holds position s.
+
+    Relative positions act inside self-attention: "rope" rotates queries and keys by their
+    positions before the keys are cached (Su et al. 2021); "alibi" adds −m_n |i − j| to the
+    logits (Press et al. 2022). See `ops.positions`.
 
     Attributes:
       num_heads: N, query heads.
@@ -149,7 +153,12 @@ class MultiHeadAttention(nn.Module):
       head_dim: H; None means D // N.
       out_features: output size; None means the query input size D.
       implementation: passed to `ops.dot_product_attention` (None picks per platform).
+      relative_position: None, "rope" or "alibi" (self-attention only).
+      rope_base: the base of RoPE's frequencies θ_i = base^(−2i/H).
+      out_kernel_init: initialiser of the output projection; None means `kernel_init`.
     """
+
+    RELATIVE_POSITIONS = (None, "rope", "alibi")
 
     num_heads: int
     num_kv_heads: int | None = None
@@ -163,6 +172,9 @@ class MultiHeadAttention(nn.Module):
     implementation: str | None = None
     decode: bool = False
     sow_weights: bool = False
+    relative_position: str | None = None
+    rope_base: float = 10000.0
+    out_kernel_init: Any = None
 
     @nn.compact
     def __call__(
@@ -173,7 +185,9 @@ class MultiHeadAttention(nn.Module):
         mask=None,
         bias=None,
         is_causal=False,
+        positions_BT=None,
         deterministic=True,
+        head_mask=None,
     ):
         """Attend from `inputs_q_BTD` to `inputs_kv_BSD` (default: itself).
 
@@ -181,7 +195,11 @@ class MultiHeadAttention(nn.Module):
           mask: boolean, True = attend, (T, S) or broadcastable to (B, N, T, S). In decode mode
             it covers the whole cache: broadcastable to (B, N, T, L).
           is_causal: query t attends keys s <= t; implied in decode mode.
+          positions_BT: the queries' positions for `relative_position`; by default 0 … T − 1,
+            after the cached ones in decode mode.
           deterministic: disables attention dropout.
+          head_mask: ξ, broadcastable to (B, N): multiplies each head's output before the output
+            projection, Σ_h ξ_h Att_h(x) W_O^h (Michel et al. 2019, section 2); None = all 1.
 
         Returns:
           out_BTD.
@@ -193,6 +211,13 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"model dim {D} is not divisible by {N} heads; set head_dim")
         if self.decode and inputs_kv_BSD is not None:
             raise ValueError("decode mode caches self-attention keys/values; got inputs_kv_BSD")
+        if self.relative_position not in self.RELATIVE_POSITIONS:
+            raise ValueError(
+                f"relative_position must be one of {self.RELATIVE_POSITIONS}, "
+                f"got {self.relative_position!r}"
+            )
+        if self.relative_position and inputs_kv_BSD is not None:
+            raise ValueError(f"{self.relative_position} positions need self-attention")
         H = self.head_dim or D // N
         inputs_kv_BSD = inputs_q_BTD if inputs_kv_BSD is None else inputs_kv_BSD
 
@@ -212,9 +237,21 @@ class MultiHeadAttention(nn.Module):
         q_BTNH = projection("query", N)(inputs_q_BTD)
         k_BSKH = projection("key", K)(inputs_kv_BSD)
         v_BSKH = projection("value", K)(inputs_kv_BSD)
+        if positions_BT is None:
+            cached = self.decode and self.has_variable("cache", "cache_index")
+            start = self.get_variable("cache", "cache_index") if cached else 0
+            positions_BT = start + jnp.arange(inputs_q_BTD.shape[1])[None]
+        if self.relative_position == "rope":
+            q_BTNH = ops.rotary_embedding(q_BTNH, positions_BT, base=self.rope_base)
+            k_BSKH = ops.rotary_embedding(k_BSKH, positions_BT, base=self.rope_base)
         if self.decode:
             k_BSKH, v_BSKH, mask = self._update_cache(k_BSKH, v_BSKH, mask)
             is_causal = False  # the cache mask already holds causality
+        if self.relative_position == "alibi":
+            S = k_BSKH.shape[1]
+            positions_k_BS = jnp.arange(S)[None] if self.decode else positions_BT
+            alibi_BNTS = ops.alibi_bias(N, positions_BT, positions_k_BS)
+            bias = alibi_BNTS if bias is None else bias + alibi_BNTS
 
         dropout_rng = None
         if self.dropout_rate > 0.0 and not deterministic:
@@ -236,6 +273,11 @@ class MultiHeadAttention(nn.Module):
             self.sow("intermediates", "attention_weights", weights_BNTS)
         else:
             out_BTNH = result
+        if head_mask is not None:
+            head_mask = jnp.asarray(head_mask)
+            if head_mask.ndim > 2 or head_mask.shape[-1] != N:
+                raise ValueError(f"head_mask must broadcast to (B, N={N}), got {head_mask.shape}")
+            out_BTNH = out_BTNH * head_mask[..., None, :, None].astype(out_BTNH.dtype)
         return HeadsDense(
             "BTNH,NHD->BTD",
             (N, H, self.out_features or D),
@@ -244,7 +286,7 @@ class MultiHeadAttention(nn.Module):
             use_bias=self.use_bias,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=self.kernel_init,
+            kernel_init=self.out_kernel_init or self.kernel_init,
             name="out",
         )(out_BTNH)
 

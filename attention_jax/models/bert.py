@@ -191,7 +191,7 @@ class BertLayer(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x_BTD, mask_B11T, deterministic=True):
+    def __call__(self, x_BTD, mask_B11T, deterministic=True, head_mask=None):
         c = self.config
         dtype, param_dtype = common.dtypes(c)
         dropout = nn.Dropout(c.hidden_dropout_rate)
@@ -204,7 +204,7 @@ class BertLayer(nn.Module):
             implementation=c.attention_implementation,
             sow_weights=c.sow_attention_weights,
             name="attention",
-        )(x_BTD, mask=mask_B11T, deterministic=deterministic)
+        )(x_BTD, mask=mask_B11T, deterministic=deterministic, head_mask=head_mask)
         x_BTD = _layer_norm(c, "attention_norm")(
             x_BTD + dropout(attended_BTD, deterministic=deterministic)
         )
@@ -234,7 +234,13 @@ class BertModel(nn.Module):
         self.pooler = _dense(c, c.hidden_size, ("embed", "mlp"))
 
     def __call__(
-        self, input_ids_BT, segment_ids_BT=None, input_mask_BT=None, *, deterministic=True
+        self,
+        input_ids_BT,
+        segment_ids_BT=None,
+        input_mask_BT=None,
+        *,
+        deterministic=True,
+        head_mask=None,
     ):
         """Returns (sequence_output_BTD, pooled_output_BD).
 
@@ -244,6 +250,8 @@ class BertModel(nn.Module):
           input_mask_BT: 1 (True) for real tokens, 0 for padding; None means no padding. Only keys
             are masked, as in google-research/bert, so padded positions still get (unused) outputs.
           deterministic: disables dropout; False needs a "dropout" rng.
+          head_mask: ξ per layer and head, (num_layers, N) or (B, num_layers, N); None = all 1
+            (`MultiHeadAttention`).
         """
         if segment_ids_BT is None:
             segment_ids_BT = jnp.zeros_like(input_ids_BT)
@@ -252,8 +260,9 @@ class BertModel(nn.Module):
             self.embeddings(input_ids_BT, segment_ids_BT, deterministic=deterministic)
         )
         self.sow("intermediates", "hidden_states", x_BTD)
-        for layer in self.layers:
-            x_BTD = common.constrain(layer(x_BTD, mask_B11T, deterministic))
+        head_masks = common.layer_head_masks(head_mask, len(self.layers))
+        for layer, layer_mask in zip(self.layers, head_masks, strict=True):
+            x_BTD = common.constrain(layer(x_BTD, mask_B11T, deterministic, layer_mask))
             self.sow("intermediates", "hidden_states", x_BTD)
         pooled_BD = jnp.tanh(self.pooler(x_BTD[:, 0]))
         return x_BTD, pooled_BD
@@ -290,6 +299,7 @@ class BertForPreTraining(nn.Module):
         masked_lm_positions_BP=None,
         *,
         deterministic=True,
+        head_mask=None,
     ):
         """Returns (mlm_logits_BPV, nsp_logits_B2).
 
@@ -298,7 +308,11 @@ class BertForPreTraining(nn.Module):
             loss `masked_lm_weights` zeroes); None predicts every position (P = T).
         """
         sequence_BTD, pooled_BD = self.bert(
-            input_ids_BT, segment_ids_BT, input_mask_BT, deterministic=deterministic
+            input_ids_BT,
+            segment_ids_BT,
+            input_mask_BT,
+            deterministic=deterministic,
+            head_mask=head_mask,
         )
         hidden_BPD = sequence_BTD
         if masked_lm_positions_BP is not None:
@@ -318,10 +332,20 @@ class _FineTuningModel(nn.Module):
 
     @nn.compact
     def __call__(
-        self, input_ids_BT, segment_ids_BT=None, input_mask_BT=None, *, deterministic=True
+        self,
+        input_ids_BT,
+        segment_ids_BT=None,
+        input_mask_BT=None,
+        *,
+        deterministic=True,
+        head_mask=None,
     ):
         sequence_BTD, pooled_BD = BertModel(self.config, name="bert")(
-            input_ids_BT, segment_ids_BT, input_mask_BT, deterministic=deterministic
+            input_ids_BT,
+            segment_ids_BT,
+            input_mask_BT,
+            deterministic=deterministic,
+            head_mask=head_mask,
         )
         return self._head(sequence_BTD, pooled_BD, deterministic)
 

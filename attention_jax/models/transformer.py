@@ -40,9 +40,13 @@ from attention_jax.models.common import (
     constrain,
     dense,
     dtypes,
+    empty_cache,
+    layer_head_masks,
     layer_norm,
+    residual,
 )
 from attention_jax.ops.dot_product import IMPLEMENTATIONS
+from attention_jax.ops.positions import sinusoidal_positions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,14 +147,6 @@ class TransformerConfig:
         return cls(vocab_size=vocab_size, **{**shape, **overrides})
 
 
-def sinusoidal_positions(positions_T, d_model):
-    """PE_TD (section 3.5): sin at even channels 2i, cos at odd channels 2i + 1."""
-    inv_freq = 10000.0 ** (-jnp.arange(0, d_model, 2, dtype=jnp.float32) / d_model)
-    # pos / 10000^(2i/D) for each position and each i < D/2 (T × D/2).
-    angles = positions_T.astype(jnp.float32)[:, None] * inv_freq[None, :]
-    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(-1, d_model)
-
-
 def _attention(config, name, decode=False):
     dtype, param_dtype = dtypes(config)
     return MultiHeadAttention(
@@ -164,15 +160,6 @@ def _attention(config, name, decode=False):
         sow_weights=config.sow_attention_weights,
         name=name,
     )
-
-
-def _sublayer(config, name, sublayer, x_BTD, deterministic):
-    """Residual connection around `sublayer` with LayerNorm after (post-LN) or before (pre-LN)."""
-    dropout = nn.Dropout(config.dropout_rate)
-    norm = layer_norm(config, f"{name}_norm")
-    if config.pre_ln:
-        return x_BTD + dropout(sublayer(norm(x_BTD)), deterministic=deterministic)
-    return norm(x_BTD + dropout(sublayer(x_BTD), deterministic=deterministic))
 
 
 class FeedForward(nn.Module):
@@ -194,17 +181,17 @@ class EncoderLayer(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, x_BSD, mask_B11S, deterministic=True):
+    def __call__(self, x_BSD, mask_B11S, deterministic=True, head_mask=None):
         c = self.config
 
         def attend(h_BSD):
             return _attention(c, "self_attention")(
-                h_BSD, mask=mask_B11S, deterministic=deterministic
+                h_BSD, mask=mask_B11S, deterministic=deterministic, head_mask=head_mask
             )
 
-        x_BSD = _sublayer(c, "self_attention", attend, x_BSD, deterministic)
+        x_BSD = residual(c, "self_attention", attend, x_BSD, deterministic)
         ffn = functools.partial(FeedForward(c, name="ffn"), deterministic=deterministic)
-        return _sublayer(c, "ffn", ffn, x_BSD, deterministic)
+        return residual(c, "ffn", ffn, x_BSD, deterministic)
 
 
 class DecoderLayer(nn.Module):
@@ -217,23 +204,36 @@ class DecoderLayer(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, y_BTD, encoded_BSD, mask_B11S, deterministic=True, decode=False):
+    def __call__(
+        self,
+        y_BTD,
+        encoded_BSD,
+        mask_B11S,
+        deterministic=True,
+        decode=False,
+        head_mask=None,
+        cross_head_mask=None,
+    ):
         c = self.config
 
         def self_attend(h_BTD):
             return _attention(c, "self_attention", decode)(
-                h_BTD, is_causal=True, deterministic=deterministic
+                h_BTD, is_causal=True, deterministic=deterministic, head_mask=head_mask
             )
 
         def cross_attend(h_BTD):
             return _attention(c, "cross_attention")(
-                h_BTD, encoded_BSD, mask=mask_B11S, deterministic=deterministic
+                h_BTD,
+                encoded_BSD,
+                mask=mask_B11S,
+                deterministic=deterministic,
+                head_mask=cross_head_mask,
             )
 
-        y_BTD = _sublayer(c, "self_attention", self_attend, y_BTD, deterministic)
-        y_BTD = _sublayer(c, "cross_attention", cross_attend, y_BTD, deterministic)
+        y_BTD = residual(c, "self_attention", self_attend, y_BTD, deterministic)
+        y_BTD = residual(c, "cross_attention", cross_attend, y_BTD, deterministic)
         ffn = functools.partial(FeedForward(c, name="ffn"), deterministic=deterministic)
-        return _sublayer(c, "ffn", ffn, y_BTD, deterministic)
+        return residual(c, "ffn", ffn, y_BTD, deterministic)
 
 
 class Embedder(nn.Module):
@@ -280,14 +280,14 @@ class Encoder(nn.Module):
     embedder: Embedder
 
     @nn.compact
-    def __call__(self, src_BS, deterministic=True):
+    def __call__(self, src_BS, deterministic=True, head_mask=None):
         c = self.config
         _check_length(c, src_BS.shape[1], "source")
         mask_B11S = (src_BS != PAD_ID)[:, None, None, :]
         layer = nn.remat(EncoderLayer, static_argnums=(3,)) if c.remat else EncoderLayer
         x_BSD = constrain(self.embedder(src_BS, jnp.arange(src_BS.shape[1]), deterministic))
-        for i in range(c.num_encoder_layers):
-            x_BSD = constrain(layer(c, name=f"layers_{i}")(x_BSD, mask_B11S, deterministic))
+        for i, xi in enumerate(layer_head_masks(head_mask, c.num_encoder_layers)):
+            x_BSD = constrain(layer(c, name=f"layers_{i}")(x_BSD, mask_B11S, deterministic, xi))
         return layer_norm(c, "final_norm")(x_BSD) if c.pre_ln else x_BSD
 
 
@@ -301,7 +301,16 @@ class Decoder(nn.Module):
     embedder: Embedder
 
     @nn.compact
-    def __call__(self, encoded_BSD, src_BS, tgt_in_BT, deterministic=True, decode=False):
+    def __call__(
+        self,
+        encoded_BSD,
+        src_BS,
+        tgt_in_BT,
+        deterministic=True,
+        decode=False,
+        head_mask=None,
+        cross_head_mask=None,
+    ):
         c = self.config
         T = tgt_in_BT.shape[1]
         positions_T = jnp.arange(T)
@@ -317,9 +326,16 @@ class Decoder(nn.Module):
         # deterministic and decode (arguments 4 and 5, counting self) select Python branches.
         layer = nn.remat(DecoderLayer, static_argnums=(4, 5)) if c.remat else DecoderLayer
         y_BTD = constrain(self.embedder(tgt_in_BT, positions_T, deterministic))
-        for i in range(c.num_decoder_layers):
+        masks = zip(
+            layer_head_masks(head_mask, c.num_decoder_layers),
+            layer_head_masks(cross_head_mask, c.num_decoder_layers),
+            strict=True,
+        )
+        for i, (xi, cross_xi) in enumerate(masks):
             y_BTD = constrain(
-                layer(c, name=f"layers_{i}")(y_BTD, encoded_BSD, mask_B11S, deterministic, decode)
+                layer(c, name=f"layers_{i}")(
+                    y_BTD, encoded_BSD, mask_B11S, deterministic, decode, xi, cross_xi
+                )
             )
         if c.pre_ln:
             y_BTD = layer_norm(c, "final_norm")(y_BTD)
@@ -347,23 +363,60 @@ class Transformer(nn.Module):
         self.encoder = Encoder(c, source)
         self.decoder = Decoder(c, target)
 
-    def encode(self, src_BS, *, deterministic=True):
-        """encoded_BSD for source ids (0 = padding)."""
-        return self.encoder(src_BS, deterministic)
+    def encode(self, src_BS, *, deterministic=True, head_mask=None):
+        """encoded_BSD for source ids (0 = padding); `head_mask` ξ as in `__call__`."""
+        return self.encoder(src_BS, deterministic, head_mask)
 
-    def decode(self, encoded_BSD, src_BS, tgt_in_BT, *, decode=False, deterministic=True):
+    def decode(
+        self,
+        encoded_BSD,
+        src_BS,
+        tgt_in_BT,
+        *,
+        decode=False,
+        deterministic=True,
+        head_mask=None,
+        cross_head_mask=None,
+    ):
         """logits_BTV for the decoder inputs `tgt_in_BT` ([BOS] y₁ …).
 
         Args:
           src_BS: the source ids, for the cross-attention padding mask.
           decode: use and update the self-attention cache (see `init_cache`): `tgt_in_BT` is the
             next chunk of tokens, usually T = 1.
+          head_mask, cross_head_mask: ξ of the decoder's self- and cross-attention heads.
         """
-        return self.decoder(encoded_BSD, src_BS, tgt_in_BT, deterministic, decode)
+        return self.decoder(
+            encoded_BSD, src_BS, tgt_in_BT, deterministic, decode, head_mask, cross_head_mask
+        )
 
-    def __call__(self, src_BS, tgt_in_BT, *, deterministic=True):
-        encoded_BSD = self.encode(src_BS, deterministic=deterministic)
-        return self.decode(encoded_BSD, src_BS, tgt_in_BT, deterministic=deterministic)
+    def __call__(
+        self,
+        src_BS,
+        tgt_in_BT,
+        *,
+        deterministic=True,
+        encoder_head_mask=None,
+        decoder_head_mask=None,
+        cross_head_mask=None,
+    ):
+        """Teacher-forced logits_BTV.
+
+        Args:
+          encoder_head_mask, decoder_head_mask, cross_head_mask: ξ, each (layers, N) or
+            (B, layers, N), multiplying every head's output in the encoder's self-attention,
+            the decoder's self-attention and its cross-attention (Michel et al. 2019); None
+            keeps every head.
+        """
+        encoded_BSD = self.encode(src_BS, deterministic=deterministic, head_mask=encoder_head_mask)
+        return self.decode(
+            encoded_BSD,
+            src_BS,
+            tgt_in_BT,
+            deterministic=deterministic,
+            head_mask=decoder_head_mask,
+            cross_head_mask=cross_head_mask,
+        )
 
     @nn.nowrap
     def start_decoding(self, params, src_BS, max_len, *, use_cache=True):
@@ -424,17 +477,4 @@ class Transformer(nn.Module):
 def init_cache(model, params, encoded_BSD, src_BS, max_len):
     """An empty decoder cache for up to `max_len` target tokens (shapes only, nothing computed)."""
     tgt_BL = jnp.zeros((src_BS.shape[0], max_len), jnp.int32)
-
-    def shapes():
-        _, variables = model.apply(
-            {"params": params},
-            encoded_BSD,
-            src_BS,
-            tgt_BL,
-            decode=True,
-            method=Transformer.decode,
-            mutable=["cache"],
-        )
-        return variables["cache"]
-
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(shapes))
+    return empty_cache(model, params, encoded_BSD, src_BS, tgt_BL, method=Transformer.decode)

@@ -11,10 +11,18 @@ from attention_jax.ops.masks import (
     padding_mask,
     segment_mask,
 )
+from attention_jax.ops.positions import (
+    alibi_bias,
+    alibi_slopes,
+    rotary_embedding,
+    sinusoidal_positions,
+)
 from attention_jax.ops.structured import attention_penalty, structured_self_attention
 
 __all__ = [
     "additive_attention",
+    "alibi_bias",
+    "alibi_slopes",
     "attention_penalty",
     "causal_mask",
     "combine_masks",
@@ -23,6 +31,8 @@ __all__ = [
     "luong_attention",
     "masked_softmax",
     "padding_mask",
+    "rotary_embedding",
     "segment_mask",
+    "sinusoidal_positions",
     "structured_self_attention",
 ]

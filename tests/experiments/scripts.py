@@ -1,8 +1,12 @@
-"""Running experiment scripts from tests, as a user runs them: as commands."""
+"""Running experiment scripts and notebooks from tests, as a user runs them."""
 
+import os
 import pathlib
 import subprocess
 import sys
+
+import nbclient
+import nbformat
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -19,3 +23,16 @@ def run(script, overrides: dict, *args, status=0) -> subprocess.CompletedProcess
     )
     assert result.returncode == status, result.stderr[-3000:]
     return result
+
+
+def execute_notebook(name: str, workdir, env=None) -> list:
+    """Executes notebooks/<name> in `workdir` with `env` added to its environment (e.g. the
+    run to load, ATTENTION_JAX_RUN); asserts no cell failed and returns the code cells' outputs."""
+    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": workdir}}
+    )
+    client.execute(env={**os.environ, **(env or {})})
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    return outputs

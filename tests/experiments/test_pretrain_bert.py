@@ -3,8 +3,6 @@
 import gzip
 import itertools
 
-import nbclient
-import nbformat
 import pytest
 
 from tests.experiments import scripts
@@ -48,13 +46,9 @@ def test_pretraining_writes_checkpoints_events_and_tokenizer(run_dir):
     assert (run_dir / "spm.model").is_file()
 
 
-def test_notebook_executes_against_the_checkpoint(run_dir, tmp_path, monkeypatch):
-    notebook = nbformat.read(ROOT / "notebooks/bert_attention.ipynb", as_version=4)
-    monkeypatch.setenv("ATTENTION_JAX_RUN", str(run_dir))
-    nbclient.NotebookClient(
-        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
-    ).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
+def test_notebook_executes_against_the_checkpoint(run_dir, tmp_path):
+    outputs = scripts.execute_notebook(
+        "bert_attention.ipynb", tmp_path, {"ATTENTION_JAX_RUN": str(run_dir)}
+    )
     assert sum(o.output_type == "display_data" for o in outputs) == 2
     assert (tmp_path / "bert_attention_heads.png").stat().st_size > 10_000

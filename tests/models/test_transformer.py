@@ -125,19 +125,6 @@ def test_too_long_source_raises(model_and_params):
         model.apply({"params": params}, src, src[:, :3])
 
 
-@pytest.mark.parametrize("fn", [jax.jit, lambda f: f], ids=["jit", "eager"])
-def test_sinusoidal_positions_match_section_3_5(fn):
-    T, D = 7, 10
-    positions = np.arange(3, 3 + T)
-    expected = np.zeros((T, D))
-    for pos in positions:
-        for i in range(D // 2):
-            expected[pos - 3, 2 * i] = np.sin(pos / 10000 ** (2 * i / D))
-            expected[pos - 3, 2 * i + 1] = np.cos(pos / 10000 ** (2 * i / D))
-    got = fn(functools.partial(tr.sinusoidal_positions, d_model=D))(jnp.asarray(positions))
-    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
-
-
 def test_pre_ln_untied_bfloat16_model_returns_logits_and_sows_cross_attention():
     config = dataclasses.replace(
         CONFIG,
