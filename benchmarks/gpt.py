@@ -8,7 +8,7 @@ optax, `FlaxGPT2LMHeadModel` with its own jitted step and optax, and PyTorch `GP
 with `torch.optim.AdamW`. MFU is `models.gpt.flops_per_token(config, T)` × tokens/s ÷ the FLOP/s
 of a jitted 4096³ float32 matmul measured in the same rounds.
 
-Generate: greedy continuation of B prompts of P tokens by exactly L new tokens (EOS never
+Generate: greedy continuation of B prompts of S tokens by exactly L new tokens (EOS never
 matches), the prompt read in the timed call: ours with the key/value cache, ours recomputing the
 whole prefix at every step (`GPT.start_decoding(use_cache=False)`), and transformers' Flax
 `generate` (its own cache), each one jitted call.
@@ -22,7 +22,7 @@ timed call.
 
     flock /tmp/heavy.lock .venv/bin/python benchmarks/gpt.py [--rounds 3]
 
-B batch, T training length, P prompt length, L new tokens, V vocabulary.
+B batch, T training length, S prompt length, L new tokens, V vocabulary.
 """
 
 import argparse
@@ -433,14 +433,14 @@ def main():
             "tokens/s ÷ the matmul's median FLOP/s in the same rounds.",
             "- ours also applies the packed-document segment mask of `LanguageModeling`'s batches.",
             "",
-            f"## Generation: greedy, B = {shape.gen_B} prompts of P = {shape.gen_P} tokens, "
+            f"## Generation: greedy, B = {shape.gen_B} prompts of S = {shape.gen_P} tokens, "
             f"L = {shape.gen_L} new tokens",
             "",
             *generate_table(shape, *generate),
             "",
             "- one jitted call per generation, the prompt read included; one call per block; new "
             "tokens/s = B · L ÷ its time.",
-            "- recomputed: every step runs the model over the whole prefix, padded to P − 1 + L.",
+            "- recomputed: every step runs the model over the whole prefix, padded to S − 1 + L.",
             "- tokens equal: greedy tokens identical to ours with the cache (random weights give "
             "near-ties, so float rounding may flip a few).",
         ]
