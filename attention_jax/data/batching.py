@@ -234,6 +234,49 @@ class PairBatches(LengthBucketedBatches):
         return {k: v[self._rows] for k, v in batch.items()}
 
 
+class FeatureBatches(LengthBucketedBatches):
+    """Length-bucketed batches of fixed-size features, each cut to its longest row (dynamic
+    padding).
+
+    `features` maps a name to an array over rows; those whose second axis is the padded length
+    T (token ids, masks, per-token labels) are cut to the batch's longest row, `lengths[i]`
+    tokens, rounded up to a multiple of `bucket` (at most T), so a jitted step compiles once per
+    bucket, at most T / bucket times. Every host computes the same global batches and takes its
+    own rows. `get_state()`/`set_state()` resume exactly.
+    """
+
+    def __init__(
+        self,
+        features: dict[str, np.ndarray],
+        lengths,
+        batch_size: int,
+        seed: int,
+        *,
+        bucket: int = 16,
+        pool_batches: int = 50,
+        shard_index: int = 0,
+        shard_count: int = 1,
+    ):
+        if batch_size < 1 or batch_size % shard_count:
+            raise ValueError(f"batch_size {batch_size} is not a positive multiple of {shard_count}")
+        self._features, self._bucket = features, bucket
+        self._T = max(value.shape[1] for value in features.values() if value.ndim > 1)
+        self._rows = slice(
+            shard_index * batch_size // shard_count, (shard_index + 1) * batch_size // shard_count
+        )
+        super().__init__(lengths, batch_size, seed, shuffle=True, pool_batches=pool_batches)
+
+    def _make_batch(self, indices) -> dict[str, np.ndarray]:
+        L = min(-(-int(self._lengths[indices].max()) // self._bucket) * self._bucket, self._T)
+        indices = indices[self._rows]
+        return {
+            key: value[indices, :L]
+            if value.ndim > 1 and value.shape[1] == self._T
+            else value[indices]
+            for key, value in self._features.items()
+        }
+
+
 def _pad(rows: list[list[int]], num_rows: int, length: int) -> np.ndarray:
     out = np.zeros((num_rows, length), np.int32)
     for i, row in enumerate(rows):

@@ -241,13 +241,17 @@ class GPT(nn.Module):
         deterministic=True,
         decode=False,
         head_mask=None,
+        return_states=False,
     ):
-        """Next-token logits_BTV.
+        """Next-token logits_BTV, and with `return_states` the last block's outputs states_BTD
+        (after the final LayerNorm of GPT-2) that the logits are computed from.
 
         Args:
-          segment_ids_BT: packed documents (0 = padding); None: one sequence per row.
+          segment_ids_BT: packed documents (0 = padding); None: one sequence per row. In decode
+            mode they are cached with the keys, so a row may start with padding (prompts of
+            different lengths, left-padded) that no later token attends to.
           positions_BT: each token's position in its document; None: 0 … T − 1, or in decode
-            mode the positions after those already cached.
+            mode the cache slots they fill.
           decode: use and update the key/value cache (see `start_decoding`).
           head_mask: ξ per block and head, (num_layers, N) or (B, num_layers, N), multiplying
             each head's output (Michel et al. 2019); None keeps every head.
@@ -257,17 +261,16 @@ class GPT(nn.Module):
         T = tokens_BT.shape[1]
         if not decode and T > c.max_len and c.position == "learned":
             raise ValueError(f"sequence length {T} exceeds the learned positions ({c.max_len})")
+        start, segment_ids_BS = 0, segment_ids_BT
+        if decode:
+            if segment_ids_BT is None:
+                segment_ids_BT = jnp.ones_like(tokens_BT)
+            start, segment_ids_BS = self._cache_segments(segment_ids_BT)
         if positions_BT is None:
-            positions_BT = jnp.arange(T)[None]
-            if decode:
-                initialised = self.has_variable("cache", "position")
-                position = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
-                if initialised:
-                    positions_BT = positions_BT + position.value
-                    position.value = position.value + T
+            positions_BT = start + jnp.arange(T)[None]
         mask = None
         if segment_ids_BT is not None:
-            mask = ops.segment_mask(segment_ids_BT, segment_ids_BT)[:, None]
+            mask = ops.segment_mask(segment_ids_BT, segment_ids_BS)[:, None]
 
         embed = functools.partial(nn.Embed, dtype=dtype, param_dtype=param_dtype)
         init = nn.initializers.normal(c.initializer_range)
@@ -304,7 +307,23 @@ class GPT(nn.Module):
         if c.pre_ln:
             x_BTD = layer_norm(c, "final_norm")(x_BTD)
         logits_BTV = wte.attend(x_BTD)
-        return nn.with_logical_constraint(logits_BTV, ("batch", "length", "vocab"))
+        logits_BTV = nn.with_logical_constraint(logits_BTV, ("batch", "length", "vocab"))
+        return (logits_BTV, x_BTD) if return_states else logits_BTV
+
+    def _cache_segments(self, segment_ids_BT):
+        """Writes this chunk's segment ids at the cache index; returns (index, cached ids_BL).
+
+        The first call (during `init`) sizes the cache from the full-length input: L = T.
+        """
+        initialised = self.has_variable("cache", "index")
+        index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
+        cached = self.variable("cache", "segment_ids", jnp.zeros_like, segment_ids_BT)
+        if not initialised:
+            return 0, segment_ids_BT
+        i = index.value
+        cached.value = jax.lax.dynamic_update_slice(cached.value, segment_ids_BT, (0, i))
+        index.value = i + segment_ids_BT.shape[1]
+        return i, cached.value
 
     @nn.nowrap
     def start_decoding(self, params, prompt_BT, max_len, *, use_cache=True):

@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from attention_jax.data.batching import PairBatches, PhasedBatches, pretraining_batches
+from attention_jax.data.batching import (
+    FeatureBatches,
+    PairBatches,
+    PhasedBatches,
+    pretraining_batches,
+)
 
 NUM_EXAMPLES = 50
 
@@ -199,3 +204,48 @@ def test_pair_batches_reject_bad_sizes():
         pair_batches([[5], [6]], [[7]])
     with pytest.raises(ValueError, match="fewer than one batch"):
         pair_batches([[5]], [[7]])
+
+
+def random_features(rng, n, T=64):
+    lengths_Z = rng.integers(1, T + 1, size=n)
+    mask_ZT = (np.arange(T)[None] < lengths_Z[:, None]).astype(np.int32)
+    ids_ZT = rng.integers(5, 50, size=(n, T)) * mask_ZT
+    return {"input_ids": ids_ZT, "input_mask": mask_ZT, "label": np.arange(n)}, lengths_Z
+
+
+def test_feature_batches_cut_each_batch_to_its_bucket_and_lose_no_token():
+    rng = np.random.default_rng(4)
+    features, lengths_Z = random_features(rng, 300)
+    batches = FeatureBatches(features, lengths_Z, 10, seed=3, bucket=16, pool_batches=5)
+    seen = []
+    for _ in range(30):  # one epoch: 6 pools of 50 rows
+        batch = next(batches)
+        L = batch["input_ids"].shape[1]
+        assert L % 16 == 0 and batch["input_mask"].shape == (10, L)
+        longest = int(lengths_Z[batch["label"]].max())
+        assert L - 16 < longest <= L
+        for row, ids_L in zip(batch["label"], batch["input_ids"], strict=True):
+            np.testing.assert_array_equal(ids_L, features["input_ids"][row, :L])
+        seen += batch["label"].tolist()
+    assert sorted(seen) == list(range(300))
+
+
+def test_feature_batches_resume_exactly_and_shard_rows():
+    rng = np.random.default_rng(5)
+    features, lengths_Z = random_features(rng, 60)
+
+    def make(**kwargs):
+        return FeatureBatches(features, lengths_Z, 8, seed=1, pool_batches=2, **kwargs)
+
+    batches = make()
+    for _ in range(9):  # into the second epoch (7 batches each)
+        next(batches)
+    expected = [next(batches) for _ in range(3)]
+    resumed, hosts = make(), [make(shard_index=i, shard_count=2) for i in (0, 1)]
+    for iterator in (resumed, *hosts):
+        iterator.set_state({"epoch": 1, "index": 2})
+    for want in expected:
+        got, halves = next(resumed), [next(host) for host in hosts]
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+            np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), want[key])
