@@ -196,7 +196,7 @@ class MultiHeadAttention(nn.Module):
             it covers the whole cache: broadcastable to (B, N, T, L).
           is_causal: query t attends keys s <= t; implied in decode mode.
           positions_BT: the queries' positions for `relative_position`; by default 0 … T − 1,
-            after the cached ones in decode mode.
+            the cache slots they fill in decode mode (where ALiBi always uses the slots).
           deterministic: disables attention dropout.
           head_mask: ξ, broadcastable to (B, N): multiplies each head's output before the output
             projection, Σ_h ξ_h Att_h(x) W_O^h (Michel et al. 2019, section 2); None = all 1.
@@ -237,10 +237,11 @@ class MultiHeadAttention(nn.Module):
         q_BTNH = projection("query", N)(inputs_q_BTD)
         k_BSKH = projection("key", K)(inputs_kv_BSD)
         v_BSKH = projection("value", K)(inputs_kv_BSD)
+        cached = self.decode and self.has_variable("cache", "cache_index")
+        start = self.get_variable("cache", "cache_index") if cached else 0
+        slots_BT = start + jnp.arange(inputs_q_BTD.shape[1])[None]
         if positions_BT is None:
-            cached = self.decode and self.has_variable("cache", "cache_index")
-            start = self.get_variable("cache", "cache_index") if cached else 0
-            positions_BT = start + jnp.arange(inputs_q_BTD.shape[1])[None]
+            positions_BT = slots_BT
         if self.relative_position == "rope":
             q_BTNH = ops.rotary_embedding(q_BTNH, positions_BT, base=self.rope_base)
             k_BSKH = ops.rotary_embedding(k_BSKH, positions_BT, base=self.rope_base)
@@ -248,9 +249,12 @@ class MultiHeadAttention(nn.Module):
             k_BSKH, v_BSKH, mask = self._update_cache(k_BSKH, v_BSKH, mask)
             is_causal = False  # the cache mask already holds causality
         if self.relative_position == "alibi":
-            S = k_BSKH.shape[1]
-            positions_k_BS = jnp.arange(S)[None] if self.decode else positions_BT
-            alibi_BNTS = ops.alibi_bias(N, positions_BT, positions_k_BS)
+            # Decoding measures distances in cache slots, which stay right when a row starts
+            # with padding (its positions are then the slots minus the padding).
+            if self.decode:
+                alibi_BNTS = ops.alibi_bias(N, slots_BT, jnp.arange(k_BSKH.shape[1])[None])
+            else:
+                alibi_BNTS = ops.alibi_bias(N, positions_BT, positions_BT)
             bias = alibi_BNTS if bias is None else bias + alibi_BNTS
 
         dropout_rng = None

@@ -326,45 +326,65 @@ class GPT(nn.Module):
         return i, cached.value
 
     @nn.nowrap
-    def start_decoding(self, params, prompt_BT, max_len, *, use_cache=True):
-        """Reads the prompt; returns `(step_fn, state)` for `attention_jax.decoding`.
+    def start_decoding(self, params, prompt_BT, max_len, *, prompt_lengths_B=None, use_cache=True):
+        """Reads the prompts; returns `(step_fn, state)` for `attention_jax.decoding`.
 
-        The prompt's last token is the first one the decoder feeds (`bos_id=prompt_BT[:, -1]`),
+        Each prompt's last token is the first one the decoder feeds (`bos_id=prompt_BT[:, -1]`),
         so `step_fn(state, tokens_B) -> (logits_BV, state)` scores the token after it; at most
-        `max_len` tokens follow. With `use_cache` the tokens before it go through the key/value
-        cache once; without, every step re-runs the model over the whole prefix (padded to
+        `max_len` tokens follow. Prompts of different lengths are left-padded: row b's prompt
+        is its last `prompt_lengths_B[b]` tokens (None: all T), and its padding is never
+        attended to. With `use_cache` the tokens before the last go through the key/value cache
+        once; without, every step re-runs the model over the whole prefix (padded to
         T − 1 + max_len), which gives the same logits at O(L) times the cost.
         """
         B, T = prompt_BT.shape
         L = T - 1 + max_len
+        lengths_B = jnp.full((B,), T) if prompt_lengths_B is None else prompt_lengths_B
         if self.config.position == "learned" and L > self.config.max_len:
             raise ValueError(
                 f"prompt ({T} tokens) + {max_len} new tokens exceed the context "
                 f"({self.config.max_len})"
             )
         tokens_BL = jnp.zeros((B, L), jnp.int32).at[:, : T - 1].set(prompt_BT[:, :-1])
+        segment_ids_BL, positions_BL = left_padded(lengths_B, T, L)
+        state = {"segment_ids": segment_ids_BL, "positions": positions_BL}
         if not use_cache:
-            state = {"tokens": tokens_BL, "index": jnp.array(T - 1, jnp.int32)}
 
             def uncached_step(state, tokens_B):
                 i = state["index"]
                 tokens_BL = state["tokens"].at[:, i].set(tokens_B)
-                logits_BLV = self.apply({"params": params}, tokens_BL)
+                logits_BLV = self.apply(
+                    {"params": params}, tokens_BL, state["segment_ids"], state["positions"]
+                )
                 logits_BV = jax.lax.dynamic_index_in_dim(logits_BLV, i, axis=1, keepdims=False)
-                return logits_BV, {"tokens": tokens_BL, "index": i + 1}
+                return logits_BV, {**state, "tokens": tokens_BL, "index": i + 1}
 
-            return uncached_step, state
+            return uncached_step, {**state, "tokens": tokens_BL, "index": jnp.array(T - 1)}
 
-        def cached_step(cache, tokens_BT):
+        def cached_step(state, tokens_BT):
+            i, T = state["cache"]["index"], tokens_BT.shape[1]
             logits_BTV, variables = self.apply(
-                {"params": params, "cache": cache}, tokens_BT, decode=True, mutable=["cache"]
+                {"params": params, "cache": state["cache"]},
+                tokens_BT,
+                jax.lax.dynamic_slice_in_dim(state["segment_ids"], i, T, axis=1),
+                jax.lax.dynamic_slice_in_dim(state["positions"], i, T, axis=1),
+                decode=True,
+                mutable=["cache"],
             )
-            return logits_BTV[:, -1], variables["cache"]
+            return logits_BTV[:, -1], {**state, "cache": variables["cache"]}
 
-        cache = empty_cache(self, params, tokens_BL)
+        state["cache"] = empty_cache(self, params, tokens_BL)
         if T > 1:
-            _, cache = cached_step(cache, prompt_BT[:, :-1])
-        return (lambda cache, tokens_B: cached_step(cache, tokens_B[:, None])), cache
+            _, state = cached_step(state, prompt_BT[:, :-1])
+        return (lambda state, tokens_B: cached_step(state, tokens_B[:, None])), state
+
+
+def left_padded(lengths_B, T: int, L: int):
+    """(segment_ids_BL, positions_BL) of rows of L slots whose first T hold left-padded
+    prompts of `lengths_B` tokens: segment 0 and position 0 on the padding, then segment 1 and
+    positions 0, 1, … from each prompt's first token on."""
+    slots_BL = jnp.arange(L)[None] - (T - jnp.asarray(lengths_B))[:, None]
+    return (slots_BL >= 0).astype(jnp.int32), jnp.maximum(slots_BL, 0)
 
 
 def flops_per_token(config: GPTConfig, T: int) -> float:
@@ -375,3 +395,84 @@ def flops_per_token(config: GPTConfig, T: int) -> float:
     kv_dim = (config.num_kv_heads or config.num_heads) * (D // config.num_heads)
     weights_per_block = 2 * D * D + 2 * D * kv_dim + 2 * D * F  # query, out, key/value, FFN
     return 6.0 * (L * weights_per_block + D * V) + 12.0 * L * T * D
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTClassifierConfig(GPTConfig):
+    """A `GPTConfig` plus the output layer of fine-tuning (GPT-1, section 3.2).
+
+    Attributes:
+      num_labels: C, the classes W_y scores.
+    """
+
+    num_labels: int = 2
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_labels < 1:
+            raise ValueError(f"num_labels must be positive, got {self.num_labels}")
+
+
+def segment_ends(segment_ids_BT):
+    """True at the last token of each segment of a row (padding, segment 0, never is)."""
+    next_BT = jnp.pad(segment_ids_BT[:, 1:], ((0, 0), (0, 1)))
+    return (segment_ids_BT > 0) & (segment_ids_BT != next_BT)
+
+
+class GPTClassifier(nn.Module):
+    """GPT-1 supervised fine-tuning (Radford et al. 2018, section 3.2): the language model and
+    one linear output layer W_y on the last block's state h_l^m at the input's last token, the
+    extract token (section 3.3):
+
+        P(y | x¹ … xᵐ) = softmax(h_l^m W_y)                                   (eq. 3)
+
+    `__call__(tokens_BT, segment_ids_BT, positions_BT)` -> logits_BC; with `return_lm_logits`
+    also the language model's next-token logits_BTV on the same input, for the auxiliary
+    objective L3 = L2 + λ · L1 (eq. 5, `tasks.gpt_finetuning`).
+
+    Every segment of a row ends with an extract token and their states are added: one segment
+    per row is the classification and entailment layout; two are the similarity layout, both
+    orders of the two texts, read independently (attention never crosses a segment) and their
+    h_l^m added (section 3.3). `pretrained_params` places a pre-trained GPT under "gpt".
+
+    C labels.
+    """
+
+    config: GPTClassifierConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens_BT,
+        segment_ids_BT=None,
+        positions_BT=None,
+        *,
+        deterministic=True,
+        head_mask=None,
+        return_lm_logits=False,
+    ):
+        c = self.config
+        if segment_ids_BT is None:
+            segment_ids_BT = jnp.ones_like(tokens_BT)
+        lm_logits_BTV, states_BTD = GPT(c, name="gpt")(
+            tokens_BT,
+            segment_ids_BT,
+            positions_BT,
+            deterministic=deterministic,
+            head_mask=head_mask,
+            return_states=True,
+        )
+        extract_BT = segment_ends(segment_ids_BT).astype(states_BTD.dtype)
+        h_BD = jnp.einsum("BT,BTD->BD", extract_BT, states_BTD)
+        h_BD = nn.Dropout(c.dropout_rate)(h_BD, deterministic=deterministic)  # section 4.1
+        logits_BC = dense(c, c.num_labels, ("embed", None), "classifier", kernel_init=_init(c))(
+            h_BD
+        )
+        return (logits_BC, lm_logits_BTV) if return_lm_logits else logits_BC
+
+    @nn.nowrap
+    def pretrained_params(self, gpt_params):
+        """The part of this model's params that a pre-trained GPT's `gpt_params` (same
+        architecture) fill: the "gpt" submodule. `training.train(..., init_params=...)` overlays
+        it on the fresh initialisation, so W_y keeps its N(0, 0.02) start."""
+        return {"gpt": gpt_params}

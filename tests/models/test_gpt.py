@@ -176,6 +176,31 @@ def test_cached_decoding_equals_the_full_pass(variant):
             np.testing.assert_allclose(logits_BV, full_BTV[:, t], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_left_padded_prompts_decode_as_each_prompt_alone(variant):
+    config = dataclasses.replace(CONFIG, **VARIANTS[variant])
+    params = random_params(config, seed=7)
+    model = gpt.GPT(config)
+    lengths = [6, 2, 4]
+    tokens = np.asarray(jax.random.randint(jax.random.PRNGKey(8), (3, 10), 1, config.vocab_size))
+    prompt_BT = np.stack(
+        [np.r_[np.zeros(6 - n, int), tokens[b, :n]] for b, n in enumerate(lengths)]
+    )
+    for use_cache in (True, False):
+        step_fn, state = model.start_decoding(
+            params, prompt_BT, 5, prompt_lengths_B=np.array(lengths), use_cache=use_cache
+        )
+        logits_BV, state = step_fn(state, prompt_BT[:, -1])
+        outputs = [logits_BV]
+        for t in range(4):  # each row continues with its own next tokens
+            logits_BV, state = step_fn(state, tokens[np.arange(3), np.array(lengths) + t])
+            outputs.append(logits_BV)
+        for b, n in enumerate(lengths):
+            alone_TV = model.apply({"params": params}, tokens[b : b + 1, : n + 4])[0]
+            for t, logits_BV in enumerate(outputs):
+                np.testing.assert_allclose(logits_BV[b], alone_TV[n - 1 + t], atol=1e-5, rtol=1e-5)
+
+
 def test_greedy_continuation_equals_argmax_of_full_passes():
     config = dataclasses.replace(CONFIG, position="rope")
     params = random_params(config, seed=4)
