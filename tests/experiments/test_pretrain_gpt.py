@@ -70,6 +70,27 @@ def test_generate_continues_the_prompt(run_dir):
     )
 
 
+def test_few_shot_scores_the_run_on_held_out_chapters_and_task_files(run_dir, tmp_path):
+    choices = {"context": "And God said,", "choices": ["Let there be light", "Amen"], "gold": 0}
+    (tmp_path / "light.jsonl").write_text(json.dumps(choices) + "\n" + json.dumps(choices) + "\n")
+    overrides = {
+        "run": run_dir,
+        "tasks": "('last_word',)",
+        "task_files": f"('{tmp_path / 'light.jsonl'}',)",
+        "ks": "(0, 1)",
+        "num_examples": 6,
+        "data.corpus_dir": run_dir.parent / "corpus.txt",
+        "output_dir": tmp_path,
+    }
+    result = scripts.run("experiments/few_shot.py", overrides)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["shots"] for r in results["light"]] == [0.0, 1.0]
+    assert all(0.0 <= r["acc_unconditional"] <= 1.0 for r in results["light"])
+    assert "exact_match" in results["last_word"][1] and "last_word     1" in result.stdout
+    assert (tmp_path / "accuracy_vs_k.png").stat().st_size > 0
+    assert len((tmp_path / "tasks" / "last_word.jsonl").read_text().splitlines()) == 7
+
+
 def test_generate_refuses_a_run_without_checkpoints(tmp_path):
     result = scripts.run("experiments/generate.py", {"run": tmp_path}, status=2)
     assert result.stderr.count("\n") == 1 and "error:" in result.stderr
