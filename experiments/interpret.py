@@ -5,7 +5,9 @@
 
 bert (SST-2 classifier): [CLS]'s attention rollout (and last-layer attention) against integrated
 gradients on validation sentences, Kendall τ (`tau.png`) and top-k overlap, as highlighted text
-(`sentences.html`); head importance by head masking (Michel et al. 2019) and the accuracy as
+(`sentences.html`); Jain & Wallace's permutation test, the median change of the output when the
+last layer's [CLS] attention is permuted among the real tokens, against its largest weight
+(`permutation.png`); head importance by head masking (Michel et al. 2019) and the accuracy as
 heads are pruned, least important first (`pruning.png`). translation: BLEU by source length
 (`bleu_by_length.png`, Bahdanau et al. 2015 fig. 2) and the gradient norm of the last target
 word's loss by source position (`gradient_by_position.png`). Numbers: <output_dir>/results.json.
@@ -19,7 +21,7 @@ import numpy as np
 
 from attention_jax import checkpoint, cli, viz
 from attention_jax.data import batching, tokenizers, translation
-from attention_jax.interpret import agreement, bottleneck, classifier, heads, plots
+from attention_jax.interpret import agreement, bottleneck, classifier, heads, permutation, plots
 from attention_jax.tasks import bert_finetuning
 from attention_jax.tasks import translation as translation_task
 
@@ -54,6 +56,22 @@ def bert(config, out: pathlib.Path) -> dict:
     html = classifier.html_rows(e, rows, mask_ZT, tokenizer, config.num_html)
     viz.highlight_html(html, out / "sentences.html", title="Attention rollout vs attributions")
 
+    perm_ZPS = permutation.random_permutations(
+        np.random.default_rng(0), rows["input_mask"], config.num_permutations
+    )
+    tvd_ZP, attention_ZT = permutation.permutation_test(
+        task, restored.params, rows, perm_ZPS, batch_size=config.batch_size
+    )
+    plots.plot_scatter(
+        attention_ZT.max(1),
+        np.median(tvd_ZP, 1),
+        out / "permutation.png",
+        xlabel="max attention ([CLS], last layer, mean of heads)",
+        ylabel="median TVD(output, permuted output)",
+        title=f"SST-2 validation, {n} sentences × {config.num_permutations} permutations",
+        logy=True,
+    )
+
     c = restored.model.config
     rng = np.random.default_rng(0)
     picked = rng.permutation(len(data.train["weight"]))[: config.importance_rows]
@@ -83,6 +101,7 @@ def bert(config, out: pathlib.Path) -> dict:
         "tau_quartiles": {name: np.percentile(t, [25, 75]).tolist() for name, t in finite.items()},
         f"top_{config.top_k}_overlap_mean": float(np.mean(overlap)),
         "ig_completeness_gap": {"median": float(np.median(gap)), "max": float(np.max(gap))},
+        "permutation": permutation.summary(tvd_ZP, attention_ZT),
         "head_importance": importance_YN.round(4).tolist(),
         "pruning_curve": dict(zip(counts, accuracy, strict=True)),
         "heads_pruned_within_1_point": heads.prunable(counts, accuracy, drop=0.01),

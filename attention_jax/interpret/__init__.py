@@ -7,9 +7,18 @@ agreement    Kendall τ and top-k overlap of two importance rankings (Jain & Wal
 heads        head importance by head masking and pruning (Michel et al. 2019)
 bottleneck   BLEU by source length (Bahdanau et al. 2015, fig. 2) and the last target word's
              loss for gradient norms by source position
-plots        line and histogram PNGs
+permutation  the attention-permutation test (Jain & Wallace 2019, section 4.2.1)
+plots        line, scatter and histogram PNGs
 """
 
-from attention_jax.interpret import agreement, attribution, bottleneck, heads, plots, rollout
+from attention_jax.interpret import (
+    agreement,
+    attribution,
+    bottleneck,
+    heads,
+    permutation,
+    plots,
+    rollout,
+)
 
-__all__ = ["agreement", "attribution", "bottleneck", "heads", "plots", "rollout"]
+__all__ = ["agreement", "attribution", "bottleneck", "heads", "permutation", "plots", "rollout"]

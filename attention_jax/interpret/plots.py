@@ -1,4 +1,4 @@
-"""Line and histogram plots of the interpretability measurements, as PNG files.
+"""Line, scatter and histogram plots of the interpretability measurements, as PNG files.
 
 Drawn on matplotlib's Agg canvas through `matplotlib.figure.Figure`, as `attention_jax.viz`
 does, so nothing touches pyplot's global state.
@@ -25,6 +25,22 @@ def plot_lines(series, path, *, xlabel, ylabel, title=None, logy=False, hline=No
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend()
+    if title:
+        ax.set_title(title)
+    FigureCanvasAgg(fig).print_png(path)
+    return path
+
+
+def plot_scatter(x, y, path, *, xlabel, ylabel, title=None, logy=False):
+    """The points (x, y) to the PNG `path`. Returns path."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(x, y, s=10, alpha=0.6)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
     FigureCanvasAgg(fig).print_png(path)

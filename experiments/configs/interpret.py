@@ -1,13 +1,22 @@
-"""Interpretability measurements on the repository's own runs (`experiments/interpret.py`).
+r"""Interpretability measurements on the repository's own runs (`experiments/interpret.py`).
 
 `get_config("bert")`: a BERT classifier fine-tuned on SST-2 by `make finetune-bert` — attention
 rollout against integrated gradients (Kendall τ, top-k overlap) on validation sentences,
-highlighted text, and head importance with the head-pruning accuracy curve. The SST-2 data
-settings are those of `bert_finetune.py:classification` with the README's 64-token sequences,
-so the validation sentences are the ones the run held out.
+highlighted text, Jain & Wallace's attention-permutation test, and head importance with the
+head-pruning accuracy curve. The SST-2 data settings are those of
+`bert_finetune.py:classification` with the README's 64-token sequences, so the validation
+sentences are the ones the run held out.
 `get_config("translation")`: runs of `make translate` — BLEU by source length and the gradient
 norm of the last target word's loss by source position, each run against the others. The data
-settings are those of `translate.py`.
+settings are those of `translate.py`. The default runs are short ones, 300 steps each (46
+minutes for the three, decoding included, on a shared 2-core VM under load from other jobs):
+
+    make translate MODEL=rnn ATTENTION=none ARGS="--config.train.num_train_steps=300 \
+        --config.train.workdir=runs/interpret/rnn_none"
+    make translate MODEL=rnn ATTENTION=bahdanau ARGS="--config.train.num_train_steps=300 \
+        --config.train.workdir=runs/interpret/rnn_bahdanau"
+    make translate MODEL=transformer ARGS="--config.train.num_train_steps=300 \
+        --config.train.warmup_steps=100 --config.train.workdir=runs/interpret/transformer"
 """
 
 import pathlib
@@ -35,6 +44,8 @@ def get_config(arg: str = "bert") -> ml_collections.ConfigDict:
         c.ig_steps = 32  # Gauss–Legendre points of the integrated-gradients path integral.
         c.top_k = 3  # Tokens compared by the top-k overlap.
         c.num_html = 8  # Sentences written as highlighted text.
+        # Permutations of [CLS]'s last-layer attention per sentence (Jain & Wallace use 100).
+        c.num_permutations = 100
         c.importance_rows = 512  # Training rows the head importance is estimated on.
         c.prune_step = 6  # Heads removed between two points of the pruning curve.
     else:

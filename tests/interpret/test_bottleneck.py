@@ -1,12 +1,15 @@
 """BLEU by source length against sacrebleu on each bucket scored on its own; the last target
-word's loss; relative gradient norms by position."""
+word's loss; relative gradient norms by position; each pair's source gradient norms, batched
+and padded, against the pair run alone."""
 
 import jax
 import numpy as np
 import pytest
 import sacrebleu
 
-from attention_jax.interpret import bottleneck
+from attention_jax.data import batching
+from attention_jax.interpret import attribution, bottleneck
+from tests.interpret.conftest import CLS, SEP, VOCAB
 
 HYPOTHESES = [
     "a man rides a horse",
@@ -67,3 +70,24 @@ def test_mean_by_position_averages_each_sentences_norms_relative_to_its_largest(
     )
     np.testing.assert_allclose(mean_S, [(0.5 + 1.0) / 2, (1.0 + 0.25) / 2, 0.5, 0.0])
     np.testing.assert_array_equal(count_S, [2, 2, 1, 0])
+
+
+def test_source_gradient_norms_are_each_pairs_own(translator):
+    task, params = translator
+    rng = np.random.default_rng(5)
+    sources = [rng.integers(3, VOCAB, n).tolist() for n in (4, 2, 6)]
+    targets = [rng.integers(3, VOCAB, n).tolist() for n in (3, 5, 2)]
+    # Two pairs a batch: the second batch has a padding row; rows are padded to 8.
+    batches = batching.PairBatches(
+        sources, targets, 2, 0, bos_id=CLS, eos_id=SEP, bucket=8, shuffle=False
+    )
+    norms = bottleneck.source_gradient_norms(task, params, batches)
+    assert [len(norm_S) for norm_S in norms] == [4, 2, 6]
+    for source, target, norm_S in zip(sources, targets, norms, strict=True):
+        alone = {"inputs": np.array([[*source, SEP]]), "targets": np.array([[CLS, *target, SEP]])}
+        x_BSD, score_fn = attribution.embedding_function(
+            task, params, alone, bottleneck.last_token_loss
+        )
+        want_BS = jax.jit(attribution.gradient_norms, static_argnums=0)(score_fn, x_BSD)
+        want_S = want_BS[0, : len(source)]
+        np.testing.assert_allclose(norm_S, want_S, rtol=1e-4, atol=1e-8)

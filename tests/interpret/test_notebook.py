@@ -13,6 +13,6 @@ def test_interpret_notebook_executes(tmp_path):
             assert int(line.split("first in ")[1].split("%")[0]) >= 90, line
     gap = float(text.split("largest completeness gap ")[1].split()[0])
     assert gap < 1e-3
-    for name in ("tau", "pruning"):
+    for name in ("tau", "permutation", "pruning"):
         assert (tmp_path / f"interpret_{name}.png").stat().st_size > 5_000
     assert "rollout" in (tmp_path / "interpret_sentences.html").read_text()
