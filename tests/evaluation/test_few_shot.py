@@ -6,19 +6,16 @@ itself, measured on models trained here."""
 import dataclasses
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from attention_jax import training
 from attention_jax.data import few_shot as tasks
 from attention_jax.data import tokenizers
 from attention_jax.evaluation import few_shot
 from attention_jax.models import gpt
-from attention_jax.tasks import language_model
 from tests.models.test_gpt import CONFIG, random_params
+from tests.tasks.test_language_model import train_small_gpt
 
 KEYS, VALUES = [f"k{i}" for i in range(8)], [f"v{i}" for i in range(8)]
 
@@ -230,23 +227,8 @@ def train_on_labels(tokenizer, *, fresh_labels_per_sequence: bool, steps: int = 
             inputs=ids[:, :-1], targets=ids[:, 1:], segment_ids=ones, positions=ones.cumsum(1) - 1
         )
 
-    shape = dict(num_layers=2, d_model=64, num_heads=4, d_ff=256, max_len=64)
-    no_dropout = dict(dropout_rate=0.0, attention_dropout_rate=0.0)
-    task = language_model.create(
-        "tiny", tokenizer.vocab_size, training.default_config(), {**shape, **no_dropout}
-    )
-    params = task.model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"]
-    optimizer = optax.adamw(3e-3, b2=0.95, weight_decay=0.0)
-
-    @jax.jit
-    def step(params, opt_state, batch):
-        grads, _ = jax.grad(lambda p: task.loss(p, batch, None, train=False), has_aux=True)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
-
-    opt_state = optimizer.init(params)
-    for _ in range(steps):
-        params, opt_state = step(params, opt_state, batch(32))
+    batches = (batch(32) for _ in range(steps))
+    task, params = train_small_gpt(tokenizer.vocab_size, batches, steps, max_len=64)
     return task.model, params
 
 

@@ -28,6 +28,28 @@ def make_task(**overrides):
     return language_model.create("tiny", V, training.default_config(), {**TINY, **overrides})
 
 
+def train_small_gpt(vocab_size: int, batches, steps: int, max_len: int):
+    """A 2-block GPT (D = 64, no dropout) after `steps` AdamW steps (lr 3e-3, β2 = 0.95) on
+    `batches`, an iterator of packed rows: (task, params)."""
+    shape = dict(num_layers=2, d_model=64, num_heads=4, d_ff=256, max_len=max_len)
+    task = language_model.create(
+        "tiny", vocab_size, training.default_config(), {**shape, **NO_DROPOUT}
+    )
+    params = task.model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    optimizer = optax.adamw(3e-3, b2=0.95, weight_decay=0.0)
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        grads, _ = jax.grad(lambda p: task.loss(p, batch, None, train=False), has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    opt_state = optimizer.init(params)
+    for _ in range(steps):
+        params, opt_state = step(params, opt_state, next(batches))
+    return task, params
+
+
 def test_loss_is_the_mean_nll_of_the_real_targets():
     task = make_task(**NO_DROPOUT)
     rng = np.random.default_rng(0)
@@ -99,24 +121,9 @@ def test_short_pretraining_beats_the_kneser_ney_bigram_on_held_out_chapters(tmp_
     )
     data = lm_data.prepare(config)
     vocab_size, T = data.tokenizer.vocab_size, 64
-    overrides = dict(num_layers=2, d_model=64, num_heads=4, d_ff=256, max_len=T)
-    task = language_model.create(
-        "tiny", vocab_size, training.default_config(), {**overrides, **NO_DROPOUT}
-    )
     train, held_out = (lm_data.pack_documents(docs, T) for docs in (data.train, data.eval))
-    params = task.model.init(jax.random.PRNGKey(0), train["inputs"][:1])["params"]
-    optimizer = optax.adamw(3e-3, b2=0.95, weight_decay=0.0)
-
-    @jax.jit
-    def step(params, opt_state, batch):
-        grads, _ = jax.grad(lambda p: task.loss(p, batch, None, train=False), has_aux=True)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
-
-    opt_state = optimizer.init(params)
     batches = batching.pretraining_batches(batching.ArraySource(train), 32, seed=0)
-    for _ in range(250):
-        params, opt_state = step(params, opt_state, next(batches))
+    task, params = train_small_gpt(vocab_size, batches, 250, T)
     eval_step = jax.jit(training.make_eval_step(task))
     nll = training.evaluate(
         lambda b: eval_step(params, b), lambda: batching.eval_batches(held_out, 64)
