@@ -21,7 +21,6 @@ import jax
 import numpy as np
 
 from attention_jax import cli, training
-from attention_jax.data import batching
 from attention_jax.interop import pretrained
 from attention_jax.models import bert
 from attention_jax.tasks import bert_finetuning
@@ -33,6 +32,10 @@ def main(config):
     start = time.perf_counter()
     if config.task not in bert_finetuning.TASKS:
         raise ValueError(f"task {config.task!r} is not one of {tuple(bert_finetuning.TASKS)}")
+    if config.data.bucket < 0:
+        raise ValueError(
+            f"data.bucket must be 0 (fixed padding) or positive, got {config.data.bucket}"
+        )
     encoder = pretrained.load_pretrained_bert(config.init_from)
     data = bert_finetuning.PREPARE[config.task](config.data, encoder.tokenizer)
     train_config = training.resolve_durations(config.train, len(data.train["weight"]))
@@ -44,18 +47,17 @@ def main(config):
     for path in encoder.tokenizer.files:  # so that this run can be init_from too
         shutil.copy(path, workdir / pathlib.Path(path).name)
 
-    batch_size = train_config.batch_size
-    train_data = batching.pretraining_batches(
-        batching.ArraySource(data.train), batch_size, config.data.seed
-    )
-    # The encoder's FLOPs; the fine-tuning heads add next to nothing.
-    flops = bert.flops_per_example(task.model.config, config.data.max_seq_length, 0)
+    batch_size, bucket = train_config.batch_size, config.data.bucket
+    train_data = task.train_batches(data.train, batch_size, config.data.seed, bucket=bucket)
+    # The encoder's FLOPs on the real tokens (padding is not model work); the heads add little.
+    mean_length = float(data.train["input_mask"].sum(1).mean())
+    flops = bert.flops_per_example(task.model.config, mean_length, 0)
     train_start = time.perf_counter()
     state = training.train(
         train_config,
         task,
         train_data,
-        lambda: batching.eval_batches(data.eval_inputs, batch_size),
+        lambda: task.eval_batches(data.eval_inputs, batch_size, bucket=bucket),
         flops,
         init_params={"bert": encoder.encoder},
     )
@@ -63,7 +65,7 @@ def main(config):
     params = state.params
     if train_config.parallelism == "pmap":
         params = jax.tree.map(lambda x: x[0], params)
-    metrics = data.score(task.predict(params, data.eval_inputs, batch_size))
+    metrics = data.score(task.predict(params, data.eval_inputs, batch_size, bucket=bucket))
     results = {
         "task": config.task,
         "init_from": config.init_from,
@@ -71,10 +73,12 @@ def main(config):
         "train_steps": train_config.num_train_steps,
         "batch_size": batch_size,
         "max_seq_length": config.data.max_seq_length,
+        "bucket": bucket,
         "train_features": len(data.train["weight"]),
         "eval_features": len(data.eval_inputs["weight"]),
         "data": data.info,
         "train_seconds": train_seconds,
+        "seconds_per_step": train_seconds / train_config.num_train_steps,
         "wall_seconds": time.perf_counter() - start,
     }
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")

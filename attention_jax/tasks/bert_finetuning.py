@@ -6,21 +6,29 @@ outputs on the evaluation set:
 
     task = create("classification", pretrained.config, num_labels, train_config, overrides)
     data = PREPARE["classification"](config.data, pretrained.tokenizer)
-    metrics = data.score(task.predict(params, data.eval_inputs, batch_size))
+    train_data = task.train_batches(data.train, batch_size, seed, bucket=16)
+    metrics = data.score(task.predict(params, data.eval_inputs, batch_size, bucket=16))
 
-B batch, T max_seq_length, C labels, Z rows (examples, features, windows).
+Dynamic padding: features are padded to max_seq_length, but classification and tagging batches
+are cut to their longest row rounded up to a multiple of `bucket` (0: no cut), so a step pays
+for little padding and compiles once per bucket. Training batches group rows of similar lengths
+(`batching.FeatureBatches`); evaluation sorts the rows by length. SQuAD windows stay
+max_seq_length long (most of them fill it).
+
+B batch, T max_seq_length, L a batch's cut length, C labels, Z rows (examples, features, windows).
 """
 
 import dataclasses
 import pathlib
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from attention_jax import evaluation
-from attention_jax.data import conll, glue, squad
+from attention_jax.data import batching, conll, glue, squad
 from attention_jax.models import bert
 from attention_jax.tasks.base import Task, with_compute_dtype
 from attention_jax.tasks.losses import weighted_cross_entropy
@@ -29,9 +37,60 @@ MODEL_INPUTS = ("input_ids", "segment_ids", "input_mask")
 
 
 class FineTuning(Task):
-    """The encoder's inputs; every batch row carries a "weight" (0 for padding rows)."""
+    """The encoder's inputs; every batch row carries a "weight" (0 for padding rows).
+
+    `cut_padding`: batches may be cut to their longest row (False where every feature fills
+    max_seq_length anyway). `per_token`: the outputs have a length axis after the batch axis.
+    """
 
     input_keys = MODEL_INPUTS
+    cut_padding: ClassVar[bool] = True
+    per_token: ClassVar[bool] = False
+
+    def train_batches(self, features, batch_size: int, seed: int, *, bucket: int) -> Iterator:
+        """Shuffled batches forever, resumable (get_state/set_state): rows of similar lengths
+        cut to the longest rounded up to `bucket`, or whole features where `bucket` is 0."""
+        if bucket and self.cut_padding:
+            lengths_Z = features["input_mask"].sum(1)
+            return batching.FeatureBatches(features, lengths_Z, batch_size, seed, bucket=bucket)
+        return batching.pretraining_batches(batching.ArraySource(features), batch_size, seed)
+
+    def eval_batches(self, features, batch_size: int, *, bucket: int) -> Iterator[dict]:
+        """Every row once in batches of `batch_size` (the last one padded with weight-0 rows),
+        in order of length and each cut to its longest row rounded up to `bucket` (0: no cut)."""
+        order_Z = _length_order(features)
+        by_length = {key: value[order_Z] for key, value in features.items()}
+        return _cut_batches(by_length, batch_size, bucket if self.cut_padding else 0)
+
+    def predict(self, params, features, batch_size: int, *, bucket: int = 0):
+        """The outputs (without dropout) on every row of `features`, in their order, as NumPy
+        arrays; per-token outputs of cut batches are padded back to max_seq_length with 0."""
+        T = features["input_ids"].shape[1]
+        apply = jax.jit(self.apply)
+
+        def pad(output_BL):
+            width = [(0, 0), (0, T - output_BL.shape[1])] + [(0, 0)] * (output_BL.ndim - 2)
+            return np.pad(output_BL, width) if self.per_token else output_BL
+
+        outputs = [
+            jax.tree.map(pad, jax.device_get(apply(params, batch)))
+            for batch in self.eval_batches(features, batch_size, bucket=bucket)
+        ]
+        inverse_Z = np.argsort(_length_order(features))
+        return jax.tree.map(lambda *parts: np.concatenate(parts)[inverse_Z], *outputs)
+
+
+def _length_order(features: dict[str, np.ndarray]) -> np.ndarray:
+    return np.argsort(features["input_mask"].sum(1), kind="stable")
+
+
+def _cut_batches(features, batch_size: int, bucket: int) -> Iterator[dict]:
+    """`batching.eval_batches`, each cut to its longest row rounded up to `bucket` (0: no cut)."""
+    T = features["input_ids"].shape[1]
+    for batch in batching.eval_batches(features, batch_size):
+        longest = int(batch["input_mask"].sum(1).max())
+        L = min(-(-longest // bucket) * bucket, T) if bucket else T
+        yield {key: value[:, :L] if value.ndim > 1 else value for key, value in batch.items()}
 
 
 class Classification(FineTuning):
@@ -47,6 +106,8 @@ class Classification(FineTuning):
 
 class SpanQuestionAnswering(FineTuning):
     """run_squad.py's loss: the mean of the start and end positions' cross-entropies (4.2)."""
+
+    cut_padding = False
 
     def loss(self, params, batch, rng, *, train):
         start_logits_BT, end_logits_BT = self.apply(params, batch, rng, train=train)
@@ -64,6 +125,8 @@ class SpanQuestionAnswering(FineTuning):
 
 class Tagging(FineTuning):
     """Mean cross-entropy over the labelled tokens, each word's first sub-token (5.3)."""
+
+    per_token = True
 
     def loss(self, params, batch, rng, *, train):
         logits_BTC = self.apply(params, batch, rng, train=train)

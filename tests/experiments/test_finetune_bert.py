@@ -115,7 +115,8 @@ def squad_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def conll_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("conll") / "eng.train"
-    path.write_text(CONLL, encoding="utf-8")
+    # Twice: four sentences fill a training batch of 4 (bucketed batches never repeat a row).
+    path.write_text(CONLL + "\n" + CONLL, encoding="utf-8")
     return path
 
 
@@ -174,18 +175,23 @@ def test_ner_from_minilm(minilm_one_layer, conll_file, tmp_path):
     metrics = results["metrics"]
     for name in ("precision", "recall", "f1", "accuracy"):
         assert 0.0 <= metrics[name] <= 1.0
-    assert sum(t["support"] for t in metrics["per_type"].values()) == 4
+    assert sum(t["support"] for t in metrics["per_type"].values()) == 8
 
 
-def test_bad_input_is_one_line_error(tmp_path):
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"init_from": "nowhere"},
+            "init_from 'nowhere' is neither a Hugging Face BERT folder (config.json, "
+            "model.safetensors, vocab.txt) nor a run workdir with checkpoints/",
+        ),
+        ({"data.bucket": -8}, "data.bucket must be 0 (fixed padding) or positive, got -8"),
+    ],
+)
+def test_bad_input_is_one_line_error(tmp_path, overrides, message):
     result = scripts.run(
-        "experiments/finetune_bert.py",
-        {"init_from": tmp_path / "nowhere", "train.workdir": tmp_path / "run"},
-        status=2,
+        "experiments/finetune_bert.py", {**overrides, "train.workdir": tmp_path / "run"}, status=2
     )
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"finetune_bert.py: error: init_from '{tmp_path / 'nowhere'}' is neither a Hugging Face "
-        "BERT folder (config.json, model.safetensors, vocab.txt) nor a run workdir with "
-        "checkpoints/"
-    )
+    assert result.stderr.strip().splitlines()[-1] == f"finetune_bert.py: error: {message}"

@@ -1,8 +1,12 @@
-"""BERT fine-tuning tasks: each loss against NumPy float64, `predict` over padded batches, and
-`prepare_classification`'s validation splits and one-line errors.
+"""BERT fine-tuning tasks: each loss against NumPy float64, dynamic padding (cut batches give
+the same losses and outputs as whole features), `predict` over padded batches, resuming training
+batches from a checkpoint, and `prepare_classification`'s validation splits and one-line errors.
 
-B batch, T length, C labels, Z rows.
+B batch, T length, L cut length, C labels, Z rows.
 """
+
+import itertools
+import shutil
 
 import jax
 import ml_collections
@@ -114,13 +118,85 @@ def test_dropout_draws_from_the_rng_only_when_training(batch):
     assert losses[0] != losses[1] and losses[2] == losses[3]
 
 
-def test_predict_covers_every_row_once_through_padded_batches(batch):
+def make_features(Z=11, T=16, bucket=4):
+    """Z rows of random lengths, at most T - bucket (so cutting removes padding), with "row"
+    naming each; the task's loss and inputs ignore "row"."""
+    rows = [make_batch(seed, B=1, T=T - bucket) for seed in range(Z)]
+    features = {
+        k: np.pad(np.concatenate([r[k] for r in rows]), [(0, 0), (0, bucket)])
+        if rows[0][k].ndim > 1
+        else np.concatenate([r[k] for r in rows])
+        for k in rows[0]
+    }
+    return {**features, "weight": np.ones(Z, np.float32), "row": np.arange(Z)}
+
+
+@pytest.mark.parametrize("name, bucket", [("classification", 4), ("ner", 4), ("ner", 0)])
+def test_predict_covers_every_row_once_and_cutting_padding_changes_no_output(name, bucket):
+    task = make_task(name)
+    features = make_features()
+    params = init(task, features)
+    predicted = task.predict(params, features, batch_size=4, bucket=bucket)
+    expected = np.asarray(task.apply(params, features))  # all rows at once, uncut
+    assert predicted.shape == expected.shape
+    if task.per_token:  # the cut positions come back as zeros
+        real_ZT = features["input_mask"].astype(bool)
+        predicted, expected = predicted[real_ZT], expected[real_ZT]
+    np.testing.assert_allclose(predicted, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["classification", "ner"])
+def test_cut_training_batches_give_the_loss_of_whole_features(name):
+    task = make_task(name)
+    features = make_features(Z=24)
+    params = init(task, features)
+    lengths = set()
+    for batch in itertools.islice(task.train_batches(features, 4, seed=0, bucket=4), 6):
+        L = batch["input_ids"].shape[1]
+        assert L % 4 == 0 and L - 4 < batch["input_mask"].sum(1).max() <= L
+        lengths.add(L)
+        whole = {k: v[batch["row"]] for k, v in features.items()}
+        loss, metrics = task.loss(params, batch, None, train=False)
+        whole_loss, whole_metrics = task.loss(params, whole, None, train=False)
+        np.testing.assert_allclose(loss, whole_loss, rtol=1e-5)
+        np.testing.assert_allclose(jax.tree.leaves(metrics), jax.tree.leaves(whole_metrics))
+    assert len(lengths) > 1 and max(lengths) < 16
+
+
+def test_squad_windows_and_bucket_0_keep_max_seq_length():
+    features = make_features(Z=8)
+    for name, bucket in (("squad", 4), ("classification", 0)):
+        task = make_task(name, num_labels=2)
+        batch = next(task.train_batches(features, 4, seed=0, bucket=bucket))
+        assert batch["input_ids"].shape == (4, 16)
+        for batch in task.eval_batches(features, 4, bucket=bucket):
+            assert batch["input_ids"].shape == (4, 16)
+
+
+def test_training_resumes_the_cut_batches_from_a_checkpoint(tmp_path):
+    """Four steps with checkpoints at 2 and 4; resumed from the one at 2, the same parameters."""
     task = make_task("classification")
-    params = init(task, batch)
-    features = {k: np.concatenate([v, v[:3]]) for k, v in batch.items()}  # 7 rows
-    predicted = task.predict(params, features, batch_size=4)
-    assert predicted.shape == (7, 3)
-    np.testing.assert_allclose(predicted, task.apply(params, features), atol=1e-5)
+    features = make_features(Z=40)  # bucket 12: every batch is cut to 12 of 16, one compile
+    config = training.default_config()
+    config.update(
+        workdir=str(tmp_path / "straight"),
+        batch_size=4,
+        num_train_steps=4,
+        warmup_steps=0,
+        checkpoint_every_steps=2,
+        progress_bar=False,
+    )
+
+    def run():
+        batches = task.train_batches(features, 4, seed=1, bucket=12)
+        return jax.tree.leaves(training.train(config, task, batches).params)
+
+    expected = run()
+    config.workdir = str(tmp_path / "resumed")
+    shutil.copytree(tmp_path / "straight", config.workdir)
+    shutil.rmtree(tmp_path / "resumed/checkpoints/4")
+    for got, want in zip(run(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_create_sets_labels_overrides_and_the_training_dtype():
