@@ -7,15 +7,19 @@ K = 1: multi-query, otherwise grouped-query attention).
 
 B batch, T query length, S key length, N query heads, K key/value heads, G = N // K query heads
 per key/value head, H head dim.
+
+`implementation=None` routes to the fused kernel of the platform where it applies: cuDNN on GPU
+for half precision, the Pallas splash kernel on TPU (`ops/splash.py`); otherwise to the chunked
+online softmax (`ops/chunked.py`) once the T×S logits get large, else to the einsum reference.
 """
 
 import jax
 import jax.numpy as jnp
 
-from attention_jax.ops import chunked
-from attention_jax.ops.masks import causal_mask, combine_masks, masked_softmax
+from attention_jax.ops import chunked, splash
+from attention_jax.ops.masks import causal_mask, combine_masks, masked_softmax, segment_mask
 
-IMPLEMENTATIONS = (None, "xla", "chunked", "cudnn")
+IMPLEMENTATIONS = (None, "xla", "chunked", "cudnn", "splash")
 
 
 def dot_product_attention(
@@ -24,6 +28,7 @@ def dot_product_attention(
     v_BSKH,
     *,
     mask=None,
+    segment_ids=None,
     bias=None,
     is_causal=False,
     scale=None,
@@ -36,12 +41,16 @@ def dot_product_attention(
 
     Args:
       mask: boolean, True = attend, broadcastable to (B, N, T, S): a (T, S) or 4-D array.
+      segment_ids: (segment_q_BT, segment_k_BS) integer ids of packed sequences: attend only
+        within the same segment, id 0 is padding (`ops.segment_mask`, combined with `mask`).
       bias: additive logits bias broadcastable to (B, N, T, S), e.g. relative positions.
       is_causal: query t attends only keys s <= t (combined with `mask`).
       scale: logits multiplier; 1/√H by default.
       dropout_rate: attention-weight dropout (needs `dropout_rng` when > 0).
       implementation: "xla" (einsum reference), "chunked" (memory-linear online softmax),
-        "cudnn" (fused GPU kernel) or None to pick the best for the platform and shapes.
+        "cudnn" (fused GPU kernel), "splash" (fused Pallas TPU kernel: T and S multiples of 128,
+        masks only a key padding mask, `segment_ids` and `is_causal`, no bias or dropout) or
+        None to pick the best for the platform and shapes.
       return_weights: also return the float32 attention weights_BNTS (xla only).
 
     Returns:
@@ -58,6 +67,13 @@ def dot_product_attention(
             raise ValueError(
                 f"{name} must be (T, S) or broadcastable to (B, N, T, S), got {x.shape}"
             )
+    if segment_ids is not None and (
+        segment_ids[0].shape != (B, T) or segment_ids[1].shape != (B, S)
+    ):
+        raise ValueError(
+            f"segment_ids must be (B, T) and (B, S) ids, got {segment_ids[0].shape}, "
+            f"{segment_ids[1].shape}"
+        )
     if dropout_rate > 0.0 and dropout_rng is None:
         raise ValueError("dropout_rate > 0 needs a dropout_rng")
     if implementation not in IMPLEMENTATIONS:
@@ -67,6 +83,25 @@ def dot_product_attention(
         implementation = _choose_implementation(q_BTNH, S, mask, bias, dropout_rate, return_weights)
     if return_weights and implementation != "xla":
         raise ValueError(f"return_weights needs implementation='xla', not {implementation!r}")
+
+    if implementation == "splash":
+        if bias is not None or dropout_rate > 0.0:
+            raise ValueError("implementation='splash' supports no bias and no attention dropout")
+        if jax.default_backend() != "tpu":
+            raise ValueError(
+                f"implementation='splash' needs a TPU; this is {jax.default_backend()}"
+            )
+        return splash.splash_attention(
+            q_BTNH,
+            k_BSKH,
+            v_BSKH,
+            mask=mask,
+            segment_ids=segment_ids,
+            is_causal=is_causal,
+            scale=scale,
+        )
+    if segment_ids is not None:
+        mask = combine_masks(mask, segment_mask(*segment_ids)[:, None])
 
     if implementation == "cudnn":
         if jax.default_backend() != "gpu":
@@ -139,9 +174,17 @@ def _xla_attention(
 
 
 def _choose_implementation(q_BTNH, S, mask, bias, dropout_rate, return_weights):
-    """cudnn on GPU for half precision; chunked once the T×S logits get large; else xla."""
+    """cudnn on GPU for half precision; splash on TPU where the kernel applies; chunked once the
+    T×S logits get large; else xla."""
     if return_weights:
         return "xla"
+    if (
+        jax.default_backend() == "tpu"
+        and bias is None
+        and dropout_rate == 0.0
+        and splash.unsupported(q_BTNH.shape[1], S, mask) is None
+    ):
+        return "splash"
     if (
         jax.default_backend() == "gpu"
         and q_BTNH.dtype in (jnp.bfloat16, jnp.float16)
