@@ -10,7 +10,7 @@ MODEL ?= transformer
 # refuse to train on a bare CPU unless ALLOW_CPU=1.
 ACCEL ?= $(shell $(PYTHON) attention_jax/accelerator.py detect)
 
-.PHONY: test lint bench bench-attention bench-bert bench-bert-data bench-decode bench-gpt bench-sase bench-dpr pretrain-bert pretrain-gpt gpt-positions generate finetune-bert translate sase dpr interpret notebook-check
+.PHONY: test lint bench bench-attention bench-bert bench-bert-data bench-decode bench-gpt bench-few-shot bench-sase bench-dpr pretrain-bert pretrain-gpt gpt-positions generate few-shot finetune-gpt finetune-bert translate sase dpr interpret notebook-check
 
 $(VENV)/.installed: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check attention_jax experiments benchmarks tests
 	$(VENV)/bin/ruff format --check attention_jax experiments benchmarks tests
 
-bench: bench-attention bench-bert bench-bert-data bench-decode bench-gpt bench-sase bench-dpr
+bench: bench-attention bench-bert bench-bert-data bench-decode bench-gpt bench-few-shot bench-sase bench-dpr
 
 bench-attention: $(VENV)/.installed
 	$(PY) benchmarks/attention.py
@@ -54,6 +54,11 @@ bench-decode: $(VENV)/.installed
 # GPT-2 small train step and generation against Hugging Face Flax and PyTorch (dev reqs; ~10 min).
 bench-gpt: $(VENV)/.installed-dev
 	$(PY) benchmarks/gpt.py
+
+# Few-shot scoring: prompts/s with the prompt's key/value cache shared by its candidates, without,
+# and Hugging Face Flax GPT-2 on the same rows (dev reqs; ~2 min).
+bench-few-shot: $(VENV)/.installed-dev
+	$(PY) benchmarks/few_shot.py
 
 # The SASE BiLSTM (our scan) against Flax nn.RNN/OptimizedLSTMCell and PyTorch nn.LSTM (dev reqs).
 bench-sase: $(VENV)/.installed-dev
@@ -90,6 +95,16 @@ gpt-positions: $(VENV)/.installed
 # Continue a prompt with a GPT run: ARGS='--config.prompt="And God said" --config.method=beam'.
 generate: $(VENV)/.installed
 	$(PY) experiments/generate.py --config.run=$(or $(RUN),runs/gpt_small) $(ARGS)
+
+# Zero-, one- and few-shot accuracy of a GPT run (RUN=runs/gpt_small, from make pretrain-gpt) on
+# next verse, last word and SST-2, k = 0, 1, 4, 16: the table, results.json and a PNG.
+few-shot: $(VENV)/.installed
+	$(PY) experiments/few_shot.py --config.run=$(or $(RUN),runs/gpt_small) $(ARGS)
+
+# GPT-1 fine-tuning on SST-2 (Radford et al. 2018, section 3.2) from the `make pretrain-gpt` run:
+# pre-trained or random init × auxiliary LM loss λ = 0.5 or 0, one table (~20 minutes on a CPU).
+finetune-gpt: $(VENV)/.installed
+	$(PY) experiments/finetune_gpt.py --config=experiments/configs/gpt_finetune.py:ablation $(ARGS)
 
 # Fine-tune BERT (from MiniLM unless ARGS sets --config.init_from): TASK=classification (SST-2),
 # squad or ner (these two need ARGS="--config.data.train_file=... --config.data.eval_file=...").

@@ -73,19 +73,18 @@ def bert(config, out: pathlib.Path) -> dict:
     )
 
     c = restored.model.config
-    rng = np.random.default_rng(0)
-    picked = rng.permutation(len(data.train["weight"]))[: config.importance_rows]
-    train = classifier.trim({k: v[picked] for k, v in data.train.items()})
-    loss_fn = heads.classification_loss(task, restored.params)
-    batches = batching.eval_batches(train, config.batch_size)
-    raw_YN = heads.head_importance(loss_fn, batches, c.num_layers, c.num_heads)
-    importance_YN = heads.normalise_by_layer(raw_YN)
+    picked = np.random.default_rng(0).permutation(len(data.train["weight"]))
+    train = classifier.trim({k: v[picked[: config.importance_rows]] for k, v in data.train.items()})
     counts = list(range(0, c.num_layers * c.num_heads + 1, config.prune_step))
-    predict = heads.masked_predictor(task, config.batch_size)
-    accuracy = [
-        data.score(predict(restored.params, classifier.trim(data.eval_inputs), mask))["accuracy"]
-        for mask in heads.pruning_masks(importance_YN, counts)
-    ]
+    importance_YN, accuracy = heads.pruning_curve(
+        task,
+        restored.params,
+        train,
+        classifier.trim(data.eval_inputs),
+        lambda outputs: data.score(outputs)["accuracy"],
+        counts,
+        batch_size=config.batch_size,
+    )
     plots.plot_lines(
         {"pruned least important first": (counts, accuracy)},
         out / "pruning.png",

@@ -114,7 +114,7 @@ def read_glue_tsv(
     return texts, np.asarray(class_ids, np.int32)
 
 
-def _truncate_pair(ids_a: list[int], ids_b: list[int], max_length: int) -> None:
+def truncate_pair(ids_a: list[int], ids_b: list[int], max_length: int) -> None:
     """run_classifier.py's `_truncate_seq_pair`: drop tokens from the end of the longer one."""
     while len(ids_a) + len(ids_b) > max_length:
         (ids_a if len(ids_a) > len(ids_b) else ids_b).pop()
@@ -140,7 +140,7 @@ def classification_features(
         if len(ids) == 1:
             rows.append(build_inputs(ids[0][: max_seq_length - 2], None, tokenizer, max_seq_length))
         else:
-            _truncate_pair(ids[0], ids[1], max_seq_length - 3)
+            truncate_pair(ids[0], ids[1], max_seq_length - 3)
             rows.append(build_inputs(ids[0], ids[1], tokenizer, max_seq_length))
     return {**stack_inputs(rows, max_seq_length), "label": np.asarray(labels_Z, np.int32)}
 

@@ -92,6 +92,19 @@ def masked_predictor(task, batch_size: int):
     return predict
 
 
+def pruning_curve(task, params, train_features, eval_features, score, counts, *, batch_size):
+    """Michel et al.'s experiment on a classifier: head importance on `train_features`
+    (normalised per layer), then `score(outputs)` on `eval_features` with the `count` least
+    important heads pruned, for each of `counts`: (importance_YN, scores)."""
+    c = task.model.config
+    batches = batching.eval_batches(train_features, batch_size)
+    raw_YN = head_importance(classification_loss(task, params), batches, c.num_layers, c.num_heads)
+    importance_YN = normalise_by_layer(raw_YN)
+    predict = masked_predictor(task, batch_size)
+    masks = pruning_masks(importance_YN, counts)
+    return importance_YN, [score(predict(params, eval_features, mask)) for mask in masks]
+
+
 def prunable(counts, metric, *, drop: float) -> int:
     """The most heads pruned before `metric` (one value per count of `counts`, the first
     unpruned) first falls more than `drop` below its unpruned value."""

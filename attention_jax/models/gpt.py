@@ -259,7 +259,7 @@ class GPT(nn.Module):
         c = self.config
         dtype, param_dtype = dtypes(c)
         T = tokens_BT.shape[1]
-        if not decode and T > c.max_len and c.position == "learned":
+        if c.position == "learned" and positions_BT is None and not decode and T > c.max_len:
             raise ValueError(f"sequence length {T} exceeds the learned positions ({c.max_len})")
         start, segment_ids_BS = 0, segment_ids_BT
         if decode:

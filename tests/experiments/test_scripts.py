@@ -11,7 +11,7 @@ assert SCRIPTS, "no experiment scripts found"
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_a_script_is_short_and_holds_no_model_logic(script):
     source = script.read_text()
-    assert len(source.splitlines()) <= 150
+    assert len(source.splitlines()) <= 170
     assert "isinstance(" not in source  # dispatch on model classes belongs to the tasks
     assert "def loss" not in source and "optax." not in source  # losses belong to the tasks
     # One-line errors for bad flags and inputs, preemption as exit status 0.
