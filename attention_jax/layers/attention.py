@@ -185,6 +185,7 @@ class MultiHeadAttention(nn.Module):
         mask=None,
         bias=None,
         is_causal=False,
+        segment_ids=None,
         positions_BT=None,
         deterministic=True,
         head_mask=None,
@@ -195,6 +196,8 @@ class MultiHeadAttention(nn.Module):
           mask: boolean, True = attend, (T, S) or broadcastable to (B, N, T, S). In decode mode
             it covers the whole cache: broadcastable to (B, N, T, L).
           is_causal: query t attends keys s <= t; implied in decode mode.
+          segment_ids: (segment_q_BT, segment_k_BS), packed sequences (0 = padding), passed to
+            `ops.dot_product_attention` (a TPU kernel takes them as they are); not in decode mode.
           positions_BT: the queries' positions for `relative_position`; by default 0 … T − 1,
             the cache slots they fill in decode mode (where ALiBi always uses the slots).
           deterministic: disables attention dropout.
@@ -209,6 +212,8 @@ class MultiHeadAttention(nn.Module):
         K = self.num_kv_heads or N
         if self.head_dim is None and D % N:
             raise ValueError(f"model dim {D} is not divisible by {N} heads; set head_dim")
+        if self.decode and segment_ids is not None:
+            raise ValueError("decode mode takes a mask over the cache, not segment_ids")
         if self.decode and inputs_kv_BSD is not None:
             raise ValueError("decode mode caches self-attention keys/values; got inputs_kv_BSD")
         if self.relative_position not in self.RELATIVE_POSITIONS:
@@ -267,6 +272,7 @@ class MultiHeadAttention(nn.Module):
             mask=mask,
             bias=bias,
             is_causal=is_causal,
+            segment_ids=segment_ids,
             dropout_rate=0.0 if deterministic else self.dropout_rate,
             dropout_rng=dropout_rng,
             implementation="xla" if self.sow_weights else self.implementation,

@@ -186,7 +186,10 @@ class Block(nn.Module):
     config: GPTConfig
 
     @nn.compact
-    def __call__(self, x_BTD, mask, positions_BT, deterministic=True, decode=False, head_mask=None):
+    def __call__(
+        self, x_BTD, masks, positions_BT, deterministic=True, decode=False, head_mask=None
+    ):
+        """`masks`: the attention's keyword arguments "mask" or "segment_ids" (see GPT)."""
         c = self.config
         dtype, param_dtype = dtypes(c)
         relative = c.position if c.position in ("rope", "alibi") else None
@@ -208,7 +211,7 @@ class Block(nn.Module):
                 name="attention",
             )(
                 h_BTD,
-                mask=mask,
+                **masks,
                 is_causal=True,
                 positions_BT=positions_BT,
                 head_mask=head_mask,
@@ -261,16 +264,18 @@ class GPT(nn.Module):
         T = tokens_BT.shape[1]
         if c.position == "learned" and positions_BT is None and not decode and T > c.max_len:
             raise ValueError(f"sequence length {T} exceeds the learned positions ({c.max_len})")
-        start, segment_ids_BS = 0, segment_ids_BT
+        # Packed rows go to attention as segment ids (which a TPU kernel takes as they are); in
+        # decode mode a mask covers the cache's segment ids.
+        start, masks = 0, {}
         if decode:
             if segment_ids_BT is None:
                 segment_ids_BT = jnp.ones_like(tokens_BT)
-            start, segment_ids_BS = self._cache_segments(segment_ids_BT)
+            start, segment_ids_BL = self._cache_segments(segment_ids_BT)
+            masks["mask"] = ops.segment_mask(segment_ids_BT, segment_ids_BL)[:, None]
+        elif segment_ids_BT is not None:
+            masks["segment_ids"] = (segment_ids_BT, segment_ids_BT)
         if positions_BT is None:
             positions_BT = start + jnp.arange(T)[None]
-        mask = None
-        if segment_ids_BT is not None:
-            mask = ops.segment_mask(segment_ids_BT, segment_ids_BS)[:, None]
 
         embed = functools.partial(nn.Embed, dtype=dtype, param_dtype=param_dtype)
         init = nn.initializers.normal(c.initializer_range)
@@ -302,7 +307,7 @@ class GPT(nn.Module):
         block = nn.remat(Block, static_argnums=(4, 5)) if c.remat else Block
         for i, xi in enumerate(layer_head_masks(head_mask, c.num_layers)):
             x_BTD = constrain(
-                block(c, name=f"layers_{i}")(x_BTD, mask, positions_BT, deterministic, decode, xi)
+                block(c, name=f"layers_{i}")(x_BTD, masks, positions_BT, deterministic, decode, xi)
             )
         if c.pre_ln:
             x_BTD = layer_norm(c, "final_norm")(x_BTD)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attention_jax import decoding
+from attention_jax import decoding, ops
 from attention_jax.models import gpt
 from tests.ops.reference import JIT_VARIANTS, alibi_slopes_reference, rotary_reference
 
@@ -317,3 +317,21 @@ def test_head_mask_of_ones_changes_nothing_and_a_zero_removes_that_head():
     )
     with pytest.raises(ValueError, match="needs 2 layers"):
         logits(params, jnp.ones((3, config.num_heads)))
+
+
+def test_packed_rows_reach_attention_as_segment_ids(monkeypatch):
+    """Segment ids, not a dense mask, so a kernel that takes ids (TPU splash) can run them."""
+    seen, attention, params = [], ops.dot_product_attention, random_params(CONFIG)
+
+    def recording(*args, **kwargs):
+        seen.append((kwargs["mask"], kwargs["segment_ids"]))
+        return attention(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "dot_product_attention", recording)
+    tokens, segments, positions = packed_batch(seed=9)
+    gpt.GPT(CONFIG).apply({"params": params}, tokens, segments, positions)
+    assert len(seen) == CONFIG.num_layers
+    for mask, segment_ids in seen:
+        assert mask is None
+        np.testing.assert_array_equal(segment_ids[0], segments)
+        np.testing.assert_array_equal(segment_ids[1], segments)
