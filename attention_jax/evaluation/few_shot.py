@@ -231,6 +231,17 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _left_padded(prompts, batch_size: int):
+    """(prompt_BP, lengths_B): the prompts left-padded to a multiple of 32 tokens, then rows
+    of one padding token up to `batch_size` (no candidates, nothing generated is kept)."""
+    P = _round_up(max(map(len, prompts)), 32)
+    prompt_BP = np.zeros((batch_size, P), np.int32)
+    lengths_B = np.ones(batch_size, np.int32)
+    for b, prompt in enumerate(prompts):
+        prompt_BP[b, P - len(prompt) :], lengths_B[b] = prompt, len(prompt)
+    return prompt_BP, lengths_B
+
+
 @functools.partial(jax.jit, static_argnames=("model", "reuse_prefix"))
 def _log_likelihoods(model, params, prompt_BP, lengths_B, cont_BCS, cont_lengths_BC, reuse_prefix):
     """Σ_s log P(c_s | prompt, c_<s) of every candidate: logp_BC."""
@@ -301,14 +312,11 @@ def log_likelihoods(
             prompts[start : start + batch_size],
             continuations[start : start + batch_size],
         )
-        P = _round_up(max(map(len, batch)), 32)
+        prompt_BP, lengths_B = _left_padded(batch, batch_size)
         S = _round_up(max(len(c) for cs in cands for c in cs), 8)
-        prompt_BP = np.zeros((batch_size, P), np.int32)
-        lengths_B = np.ones(batch_size, np.int32)  # padding rows: one token, no candidates
         cont_BCS = np.zeros((batch_size, C, S), np.int32)
         cont_lengths_BC = np.zeros((batch_size, C), np.int32)
-        for b, (prompt, cs) in enumerate(zip(batch, cands, strict=True)):
-            prompt_BP[b, P - len(prompt) :], lengths_B[b] = prompt, len(prompt)
+        for b, cs in enumerate(cands):
             for c, cont in enumerate(cs):
                 cont_BCS[b, c, : len(cont)], cont_lengths_BC[b, c] = cont, len(cont)
         logp_BC = _log_likelihoods(
@@ -337,11 +345,7 @@ def greedy_answers(
     answers = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
-        P = _round_up(max(map(len, batch)), 32)
-        prompt_BP = np.zeros((batch_size, P), np.int32)
-        lengths_B = np.ones(batch_size, np.int32)
-        for b, prompt in enumerate(batch):
-            prompt_BP[b, P - len(prompt) :], lengths_B[b] = prompt, len(prompt)
+        prompt_BP, lengths_B = _left_padded(batch, batch_size)
         tokens_BL = np.asarray(
             _greedy(model, params, prompt_BP, lengths_B, max_new_tokens, tokenizer.sep_id)
         )
@@ -350,7 +354,7 @@ def greedy_answers(
             text = tokenizer.decode(tokens_L[: ended[0] if len(ended) else None].tolist())
             text = text.lstrip()
             for stop in until:
-                text = text.split(stop)[0] if stop in text else text
+                text = text.split(stop)[0]
             answers.append(text)
     return answers
 
