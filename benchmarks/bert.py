@@ -7,27 +7,25 @@ and optax, Hugging Face's `FlaxBertForPreTraining` with its own jitted step and 
 masked positions (google-research/bert's max_predictions_per_seq for 128) and the 30,522-token
 uncased WordPiece vocabulary.
 
-Each implementation runs in its own process; the timed steps interleave them and a large jitted
-float32 matmul, so load from other processes on the machine falls on all of them alike; each
-figure is a median. MFU is `flops_per_example` (the matmul FLOPs the model needs, MLM head at
-the masked positions only) × sequences/s ÷ the matmul's achieved FLOP/s. The Hugging Face
+Fairness (`harness`): each implementation and a jitted 4096³ float32 matmul in its own process,
+built and compiled one after another, then rounds in rotating order in which each runs a block of
+timed steps while the others are idle; figures are medians with the min–max over every timed
+step. MFU is `flops_per_example` (the matmul FLOPs the model needs, MLM head at the masked
+positions only) × sequences/s ÷ the matmul's median FLOP/s in the same rounds. The Hugging Face
 models compute the MLM head at every position, work that this count does not credit them with.
 
-    .venv/bin/python benchmarks/bert.py [--shapes mini base] [--steps 8 3]
+    flock /tmp/heavy.lock .venv/bin/python benchmarks/bert.py [--shapes mini base] [--steps 4 2]
 
 B batch, T sequence length, P masked predictions, V vocabulary.
 """
 
 import argparse
-import multiprocessing
 import os
 import pathlib
 import platform
-import statistics
-import time
-import traceback
 
 import flax.linen as nn
+import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,11 +38,12 @@ from attention_jax.tasks.bert_pretraining import pretraining_loss
 RESULTS = pathlib.Path(__file__).parent / "results" / "bert.md"
 VOCAB, T, P = 30522, 128, 20
 LEARNING_RATE, WEIGHT_DECAY = 1e-4, 0.01
-SHAPES = {  # name: (config, batch size, timed steps)
-    "mini": (BertConfig.mini(VOCAB), 16, 8),
-    "base": (BertConfig.base(VOCAB), 8, 5),
+SHAPES = {  # name: (config, batch size, timed steps per block)
+    "mini": (BertConfig.mini(VOCAB), 16, 4),
+    "base": (BertConfig.base(VOCAB), 8, 2),
 }
 MATMUL_N = 4096
+ROUNDS = 4  # the three implementations and the matmul each take every place in the order once
 
 
 def make_batch(B, seed=0):
@@ -86,8 +85,9 @@ class JaxRunner:
             return optax.apply_updates(params, updates), opt_state, loss
 
         self.train_step = jax.jit(train_step, donate_argnums=(0, 1))
+        self.threads = harness.xla_threads()
 
-    def step(self, i):
+    def run(self, i):
         self.params, self.opt_state, loss = self.train_step(
             self.params, self.opt_state, self.batch, jax.random.key(i)
         )
@@ -167,8 +167,9 @@ class HuggingFacePyTorch:
             "labels": torch.from_numpy(batch["labels"]).long(),
             "next_sentence_label": torch.from_numpy(batch["next_sentence_labels"][:, 0]).long(),
         }
+        self.threads = harness.torch_threads(torch)
 
-    def step(self, i):
+    def run(self, i):
         loss = self.model(**self.inputs).loss
         loss.backward()
         self.optimizer.step()
@@ -176,158 +177,93 @@ class HuggingFacePyTorch:
         return loss.item()
 
 
-def matmul_flops_per_second():
-    """Achieved FLOP/s of one jitted MATMUL_N³ float32 matmul (after a warm-up call)."""
-    a = jax.random.normal(jax.random.key(0), (MATMUL_N, MATMUL_N), jnp.float32)
-    matmul = jax.jit(jnp.matmul)
-    matmul(a, a).block_until_ready()
-
-    def measure():
-        start = time.perf_counter()
-        matmul(a, a).block_until_ready()
-        return 2 * MATMUL_N**3 / (time.perf_counter() - start)
-
-    return measure
-
-
-def timed(fn, *args):
-    """(wall seconds, process CPU seconds) of one call."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn(*args)
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def serve(cls, shape, connection):
-    """Worker process: build `cls` for `shape`, compile, then time one step per request."""
-    config, B, _ = SHAPES[shape]
-    try:
-        start = time.perf_counter()
-        runner = cls(config, make_batch(B))
-        runner.step(0)  # compiles
-        connection.send(("ready", time.perf_counter() - start))
-    except Exception as error:  # noqa: BLE001 - a peer that fails is reported, not fatal
-        traceback.print_exc()
-        connection.send(("failed", f"{type(error).__name__}: {str(error).splitlines()[0]}"))
-        return
-    while (step := connection.recv()) is not None:
-        connection.send(timed(runner.step, step))
-
-
-def run_shape(name, implementations, steps):
-    """Time `steps` interleaved steps of each implementation, each in its own process.
-
-    Separate processes keep the libraries from sharing an allocator and thread pools: run in
-    one process after PyTorch, our XLA step measured ~15% slower than on its own.
-    """
-    config, B, default_steps = SHAPES[name]
-    steps = steps or default_steps
-    context = multiprocessing.get_context("spawn")
-    workers, errors = {}, {}
-    for cls in implementations:
-        connection, child = context.Pipe()
-        process = context.Process(target=serve, args=(cls, name, child))
-        process.start()
-        try:
-            status, value = connection.recv()
-        except EOFError:
-            status, value = "failed", f"worker exited with status {process.exitcode}"
-        if status == "ready":
-            print(f"  {cls.name}: built and compiled in {value:.0f} s")
-            workers[cls.name] = (process, connection)
-        else:
-            errors[cls.name] = value
-            process.join()
-    peak = matmul_flops_per_second()
-    seconds = {name: [] for name in workers}
-    peaks = []
-    for i in range(1, steps + 1):
-        for worker_name, (_, connection) in workers.items():
-            connection.send(i)
-            seconds[worker_name].append(connection.recv())
-        peaks.append(peak())
-    for process, connection in workers.values():
-        connection.send(None)
-        process.join()
-    peak_flops = statistics.median(peaks)
-    rows = []
-    for worker_name, timings in seconds.items():
-        wall, cpu = (statistics.median(column) for column in zip(*timings, strict=True))
-        per_second = B / wall
-        # The Hugging Face models run the MLM head at all T positions.
-        executed = flops_per_example(config, T, P if worker_name == Ours.name else T)
-        rows.append(
-            (
-                worker_name,
-                per_second,
-                cpu,
-                flops_per_example(config, T, P) * per_second / peak_flops,
-                executed * per_second / peak_flops,
-            )
+def shape_rows(config, B, steps, results, errors):
+    """Markdown rows of one shape's run, and the note on its FLOP bound."""
+    shape = f"L{config.num_layers}/H{config.hidden_size}/A{config.num_heads}"
+    peak, peak_cells = harness.matmul_peak(results, MATMUL_N)
+    rates, cells = harness.shared_cells(results, B, Ours, rate_format=".2f")
+    needed, theirs = flops_per_example(config, T, P), flops_per_example(config, T, T)
+    # executed: the matmuls each one runs; the Hugging Face models run the MLM head at all T.
+    executed = {cls: (needed if cls is Ours else theirs) * rates[cls] / peak for cls in results}
+    lines = [
+        f"| {shape} | {B} {cells[cls]} {needed * rates[cls] / peak:.0%} | {executed[cls]:.0%} |"
+        for cls in results
+    ]
+    lines += [
+        f"| {shape} | {B} | {name} | failed: `{error}` | | | | | |"
+        for name, error in errors.items()
+    ]
+    lines.append(f"| {shape} | {peak_cells} | | | |")
+    note = (
+        f"- {shape}, {steps} timed steps per block: a step needs {needed / 1e9:.1f} GFLOP of "
+        f"matmuls per sequence here and {theirs / 1e9:.1f} in the Hugging Face models, so at "
+        f"equal matmul efficiency ours is {theirs / needed:.2f}× faster"
+    )
+    if {Ours, HuggingFaceFlax} <= results.keys():
+        note += (
+            f"; measured {rates[Ours] / rates[HuggingFaceFlax]:.2f}×, ours running its matmuls "
+            f"at {executed[Ours]:.0%} of the peak and Flax at {executed[HuggingFaceFlax]:.0%}"
         )
-    return config, B, steps, peak_flops, rows, errors
+    return lines, note + "."
 
 
-def markdown(results, load_before, load_after):
+def markdown(shapes, rounds, load_before):
+    """The results file; `shapes` holds (config, B, steps per block, `run_phase` result)."""
+    rows, notes = zip(
+        *(shape_rows(c, B, steps, *phase) for c, B, steps, phase in shapes), strict=True
+    )
     lines = [
         "# BERT pre-training step: sequences/s",
         "",
         f"`make bench-bert` on {platform.processor() or platform.machine()}, {os.cpu_count()} CPU "
         f"cores, jax {jax.__version__}; T = {T}, P = {P} masked positions, V = {VOCAB}, float32, "
-        "dropout on, AdamW. Medians of interleaved steps. Load average (1 min) "
-        f"{load_before:.1f} before, {load_after:.1f} after the run.",
+        "dropout on, AdamW.",
         "",
-        "| shape | B | implementation | seq/s | ours ÷ it | CPU s/step | MFU | executed |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for config, B, steps, peak_flops, rows, errors in results:
-        shape = f"L{config.num_layers}/H{config.hidden_size}/A{config.num_heads}"
-        ours = {row[0]: row[1] for row in rows}.get(Ours.name)
-        for name, rate, cpu, mfu, executed in rows:
-            ratio = f"{ours / rate:.2f}×" if ours else "—"
-            lines.append(
-                f"| {shape} | {B} | {name} | {rate:.2f} | {ratio} | {cpu:.1f} | {mfu:.0%} "
-                f"| {executed:.0%} |"
-            )
-        for name, error in errors.items():
-            lines.append(f"| {shape} | {B} | {name} | failed: `{error}` | | | | |")
-        lines.append(
-            f"| {shape} | | matmul peak ({MATMUL_N}³ float32, jitted), {steps} steps | "
-            f"{peak_flops / 1e9:.0f} GFLOP/s | | | | |"
-        )
-    lines += [
+        *harness.conditions(rounds, load_before, *(phase for *_, phase in shapes)),
+        "",
+        "| shape | B | implementation | s/step: median (min–max) | seq/s | ours ÷ it | CPU s/step "
+        "| MFU | executed |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(line for shape_lines in rows for line in shape_lines),
         "",
         "- seq/s and CPU s/step (process CPU time, both cores) are medians over the timed steps.",
         "- MFU: `flops_per_example` (exact matmul count, forward + backward, MLM head at the P "
-        "masked positions) × seq/s ÷ the matmul peak measured in the same run.",
+        "masked positions) × seq/s ÷ the matmul's median FLOP/s in the same rounds.",
         "- executed: the same with the matmuls each implementation runs (the Hugging Face models "
         "compute the MLM head at all T positions), i.e. how well it uses the matmul units.",
+        "- attention dropout: Hugging Face Flax draws one T × T mask per layer, shared by the "
+        "batch and the heads (`broadcast_dropout=True`); ours and PyTorch draw one per attention "
+        "weight, B · N times the random bits.",
+        *notes,
     ]
-    for config, *_ in results:
-        ours, theirs = flops_per_example(config, T, P), flops_per_example(config, T, T)
-        lines.append(
-            f"- L{config.num_layers}/H{config.hidden_size}: a step needs {ours / 1e9:.1f} GFLOP "
-            f"of matmuls per sequence here and {theirs / 1e9:.1f} in the Hugging Face models, so "
-            f"at equal matmul efficiency ours is {theirs / ours:.2f}× faster."
-        )
     return "\n".join(lines) + "\n"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--steps", nargs="+", type=int, help="timed steps per shape")
+    parser.add_argument("--steps", nargs="+", type=int, help="timed steps per block, per shape")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of timed blocks")
     parser.add_argument("--only-ours", action="store_true", help="skip the Hugging Face peers")
     args = parser.parse_args()
     implementations = [Ours] if args.only_ours else [Ours, HuggingFaceFlax, HuggingFacePyTorch]
-    steps = args.steps or [None] * len(args.shapes)
+    steps = args.steps or [SHAPES[name][2] for name in args.shapes]
     load_before = os.getloadavg()[0]
-    results = []
+    shapes = []
     for name, shape_steps in zip(args.shapes, steps, strict=True):
-        print(f"{name}:")
-        results.append(run_shape(name, implementations, shape_steps))
-    table = markdown(results, load_before, os.getloadavg()[0])
+        print(f"{name}:", flush=True)
+        config, B, _ = SHAPES[name]
+        peak = harness.MatmulPeak
+        phase = harness.run_phase(
+            {cls: (config, make_batch(B)) for cls in implementations} | {peak: (MATMUL_N,)},
+            args.rounds,
+            calls={cls: shape_steps for cls in implementations} | {peak: 3},
+        )
+        shapes.append((config, B, shape_steps, phase))
+    table = markdown(shapes, args.rounds, load_before)
     print(table)
-    if not args.only_ours and args.shapes == list(SHAPES) and args.steps is None:
+    default = args.shapes == list(SHAPES) and args.steps is None and args.rounds == ROUNDS
+    if default and not args.only_ours:
         RESULTS.parent.mkdir(exist_ok=True)
         RESULTS.write_text(table)
         print(f"written to {RESULTS}")

@@ -18,9 +18,9 @@ import dataclasses
 import os
 import pathlib
 import statistics
-import time
 
 import faiss
+import harness
 import jax
 import numpy as np
 import torch
@@ -62,13 +62,7 @@ def timed(variants, repeats):
     """Median seconds of each variant over `repeats` interleaved runs (after one warm-up)."""
     for run in variants.values():
         run()
-    times = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, run in variants.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {n: statistics.median(t) for n, t in harness.alternate(variants, repeats).items()}
 
 
 def main():

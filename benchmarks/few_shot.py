@@ -23,9 +23,9 @@ import pathlib
 import platform
 import statistics
 import tempfile
-import time
 
 import flax.linen as nn
+import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,13 +111,8 @@ def main():
     differences = {}
     for name, fn in implementations.items():  # compiles every shape before timing
         differences[name] = max(np.abs(a - b).max() for a, b in zip(fn(), reference, strict=True))
-    seconds = {name: [] for name in names}
     load_before = os.getloadavg()[0]
-    for r in range(args.rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            jax.block_until_ready(implementations[name]())
-            seconds[name].append(time.perf_counter() - start)
+    seconds = harness.alternate(implementations, args.rounds)
     load_after = os.getloadavg()[0]
 
     reused = statistics.median(seconds[names[0]])

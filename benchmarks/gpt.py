@@ -13,12 +13,9 @@ matches), the prompt read in the timed call: ours with the key/value cache, ours
 whole prefix at every step (`GPT.start_decoding(use_cache=False)`), and transformers' Flax
 `generate` (its own cache), each one jitted call.
 
-Fairness: each implementation (and the matmul) lives in its own process, built and compiled one
-after another, so allocators and thread pools are never shared. Then come rounds: in each, every
-implementation runs its block of timed calls while the others wait blocked on a pipe, with a
-pause between blocks longer than any thread pool spins (XLA's Eigen pool, libgomp's default
-spin count), and the order rotates every round. Figures are medians with the min–max over every
-timed call.
+Fairness (`harness`): each implementation and the matmul in its own process, built and compiled
+one after another, then rounds in rotating order in which each runs a block of timed calls while
+the others are idle. Figures are medians with the min–max over every timed call.
 
     flock /tmp/heavy.lock .venv/bin/python benchmarks/gpt.py [--rounds 3]
 
@@ -26,16 +23,14 @@ B batch, T training length, S prompt length, L new tokens, V vocabulary.
 """
 
 import argparse
-import multiprocessing
 import os
 import pathlib
 import platform
-import statistics
 import tempfile
 import time
-import traceback
 from typing import NamedTuple
 
+import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,7 +44,6 @@ from attention_jax.tasks.language_model import LanguageModeling
 RESULTS = pathlib.Path(__file__).parent / "results" / "gpt.md"
 LEARNING_RATE, WEIGHT_DECAY = 3e-4, 0.1
 NEVER = -1  # an EOS id no token has, so every generation runs to L tokens (transformers: V)
-PAUSE_S = 0.5  # between blocks: libgomp and Eigen threads stop spinning well within it
 
 
 class Shape(NamedTuple):
@@ -84,10 +78,6 @@ def adamw():
     return optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
 
 
-def jax_threads():
-    return f"XLA CPU: {jax.local_device_count()} device, intra-op threads default (all cores)"
-
-
 class JaxTrain:
     """One jitted AdamW step over `loss_fn(params, inputs_BT, targets_BT, rng)`, state donated."""
 
@@ -103,7 +93,7 @@ class JaxTrain:
             return (optax.apply_updates(params, updates), opt_state), loss
 
         self.train_step = jax.jit(train_step, donate_argnums=0)
-        self.threads = jax_threads()
+        self.threads = harness.xla_threads()
 
     def run(self, i):
         self.state, loss = self.train_step(
@@ -167,11 +157,8 @@ class TorchTrain:
         self.inputs_BT, self.targets_BT = (
             torch.from_numpy(x).long() for x in inputs_and_targets(shape)
         )
-        self.threads = (
-            f"PyTorch: {torch.get_num_threads()} intra-op threads "
-            f"({torch.__config__.parallel_info().splitlines()[-1].strip()}), "
-            f"{self.model.config._attn_implementation} attention"
-        )
+        attention = self.model.config._attn_implementation
+        self.threads = f"{harness.torch_threads(torch)}, {attention} attention"
 
     def run(self, i):
         logits_BTV = self.model(self.inputs_BT).logits
@@ -184,21 +171,6 @@ class TorchTrain:
         return loss.item()
 
 
-class MatmulPeak:
-    """One jitted N × N float32 matmul per call: the FLOP/s that MFU divides by."""
-
-    name = "matmul N³ float32"
-
-    def __init__(self, shape, folder):
-        N = shape.matmul_N
-        self.a = jax.random.normal(jax.random.key(0), (N, N), jnp.float32)
-        self.matmul = jax.jit(jnp.matmul)
-        self.threads = jax_threads()
-
-    def run(self, i):
-        self.matmul(self.a, self.a).block_until_ready()
-
-
 class JaxGenerate:
     """One jitted `generate(params, prompt_BP) -> new tokens_BL` per call."""
 
@@ -206,7 +178,7 @@ class JaxGenerate:
         self.params = params
         self.prompt_BP = jnp.asarray(tokens(shape, shape.gen_B, shape.gen_P, seed=1))
         self.generate = jax.jit(generate)
-        self.threads = jax_threads()
+        self.threads = harness.xla_threads()
 
     def run(self, i):
         return np.asarray(self.generate(self.params, self.prompt_BP))
@@ -255,97 +227,11 @@ class FlaxGenerate(JaxGenerate):
         super().__init__(shape, model.params, generate)
 
 
-def serve(cls, shape_name, folder, connection):
-    """Worker: build `cls`, make the first (compiling) call, then time blocks of calls."""
-    try:
-        start = time.perf_counter()
-        runner = cls(SHAPES[shape_name], folder)
-        first = runner.run(0)
-        connection.send(("ready", (time.perf_counter() - start, first, runner.threads)))
-    except Exception as error:  # noqa: BLE001 - a peer that fails is reported, not fatal
-        traceback.print_exc()
-        connection.send(("failed", f"{type(error).__name__}: {str(error).splitlines()[0]}"))
-        return
-    step = 1
-    while (calls := connection.recv()) is not None:
-        timings = []
-        for _ in range(calls):
-            wall, cpu = time.perf_counter(), time.process_time()
-            runner.run(step)
-            timings.append((time.perf_counter() - wall, time.process_time() - cpu))
-            step += 1
-        connection.send(timings)
-
-
-def run_phase(classes, shape_name, folder, rounds, calls):
-    """{name: (timings, first output, threads)} and {name: error} for workers of `classes`.
-
-    Args:
-      calls: {class: timed calls per block}.
-    """
-    context = multiprocessing.get_context("spawn")
-    workers, ready, errors = {}, {}, {}
-    for cls in classes:  # one at a time, so no compilation competes with another
-        connection, child = context.Pipe()
-        process = context.Process(target=serve, args=(cls, shape_name, folder, child))
-        process.start()
-        try:
-            status, value = connection.recv()
-        except EOFError:
-            status, value = "failed", f"worker exited with status {process.exitcode}"
-        if status == "ready":
-            print(f"  {cls.name}: built and compiled in {value[0]:.0f} s", flush=True)
-            workers[cls] = (process, connection)
-            ready[cls] = value
-        else:
-            errors[cls.name] = value
-            process.join()
-    timings = {cls: [] for cls in workers}
-    order = list(workers)
-    for r in range(rounds):
-        for cls in order[r % len(order) :] + order[: r % len(order)]:
-            time.sleep(PAUSE_S)
-            _, connection = workers[cls]
-            connection.send(calls[cls])
-            timings[cls] += connection.recv()
-        print(f"  round {r + 1}/{rounds} done", flush=True)
-    for process, connection in workers.values():
-        connection.send(None)
-        process.join()
-    return {cls: (timings[cls], *ready[cls][1:]) for cls in workers}, errors
-
-
-def spread(seconds):
-    """(median, "min–max") of a list of seconds."""
-    return statistics.median(seconds), f"{min(seconds):.2f}–{max(seconds):.2f}"
-
-
-def shared_cells(results, units_per_call, ours_cls):
-    """({class: units/s}, {class: its row's first cells}): implementation, s/call median
-    (min–max), units/s, ours ÷ it, CPU s/call."""
-    rates = {
-        cls: units_per_call / statistics.median(wall for wall, _ in timings)
-        for cls, (timings, *_) in results.items()
-    }
-    ours = rates.get(ours_cls)
-    cells = {}
-    for cls, (timings, *_) in results.items():
-        median, minmax = spread([wall for wall, _ in timings])
-        cpu = statistics.median(c for _, c in timings)
-        ratio = f"{ours / rates[cls]:.2f}×" if ours else "—"
-        cells[cls] = (
-            f"| {cls.name} | {median:.2f} ({minmax}) | {rates[cls]:,.0f} | {ratio} | {cpu:.1f} |"
-        )
-    return rates, cells
-
-
 def train_table(shape, results, errors):
     """Markdown rows of the training step, and the FLOPs per token that MFU counts."""
-    peak_seconds = [wall for wall, _ in results.pop(MatmulPeak)[0]]
-    flop = 2 * shape.matmul_N**3
-    peak = flop / statistics.median(peak_seconds)
+    peak, peak_cells = harness.matmul_peak(results, shape.matmul_N)
     flops = flops_per_token(shape.config, shape.train_T)
-    rates, cells = shared_cells(results, shape.train_B * shape.train_T, OursTrain)
+    rates, cells = harness.shared_cells(results, shape.train_B * shape.train_T, OursTrain)
     lines = [
         "| implementation | s/step: median (min–max) | tokens/s | ours ÷ it | CPU s/step | MFU "
         "| loss, step 1 |",
@@ -354,18 +240,13 @@ def train_table(shape, results, errors):
     for cls, (_, first_loss, _) in results.items():
         lines.append(f"{cells[cls]} {flops * rates[cls] / peak:.0%} | {first_loss:.3f} |")
     lines += [f"| {name} | failed: `{error}` | | | | | |" for name, error in errors.items()]
-    lowest, highest = (flop / s / 1e9 for s in (max(peak_seconds), min(peak_seconds)))
-    median, minmax = spread(peak_seconds)
-    lines.append(
-        f"| matmul {shape.matmul_N}³ float32, jitted: the MFU peak | {median:.2f} ({minmax}) "
-        f"| {peak / 1e9:.0f} GFLOP/s ({lowest:.0f}–{highest:.0f}) | | | | |"
-    )
+    lines.append(f"{peak_cells} | | | |")
     return lines, flops
 
 
 def generate_table(shape, results, errors):
     """Markdown rows of generation."""
-    _, cells = shared_cells(results, shape.gen_B * shape.gen_L, OursGenerate)
+    _, cells = harness.shared_cells(results, shape.gen_B * shape.gen_L, OursGenerate)
     reference = results[OursGenerate][1] if OursGenerate in results else None
     lines = [
         "| implementation | s/generate: median (min–max) | new tokens/s | ours (cache) ÷ it "
@@ -389,7 +270,7 @@ def main():
     shape = SHAPES[args.shape]
     c = shape.config
     peers = not args.only_ours
-    train_classes = [OursTrain, *([FlaxTrain, TorchTrain] if peers else []), MatmulPeak]
+    train_classes = [OursTrain, *([FlaxTrain, TorchTrain] if peers else [])]
     generate_classes = [OursGenerate, OursRecompute, *([FlaxGenerate] if peers else [])]
 
     load_before = os.getloadavg()[0]
@@ -399,13 +280,20 @@ def main():
         save_hf_gpt2(c, params, folder)
         del params
         print("train:", flush=True)
-        calls = {cls: args.steps for cls in train_classes} | {MatmulPeak: 3}
-        train = run_phase(train_classes, args.shape, folder, args.rounds, calls)
+        peak = harness.MatmulPeak
+        train = harness.run_phase(
+            {cls: (shape, folder) for cls in train_classes} | {peak: (shape.matmul_N,)},
+            args.rounds,
+            calls={cls: args.steps for cls in train_classes} | {peak: 3},
+        )
         print("generate:", flush=True)
-        calls = {cls: 1 for cls in generate_classes}
-        generate = run_phase(generate_classes, args.shape, folder, args.rounds, calls)
+        generate = harness.run_phase(
+            {cls: (shape, folder) for cls in generate_classes},
+            args.rounds,
+            calls={cls: 1 for cls in generate_classes},
+        )
     minutes = (time.perf_counter() - start) / 60
-    threads = sorted({r[2] for r in (*train[0].values(), *generate[0].values())})
+    conditions = harness.conditions(args.rounds, load_before, train, generate)
     train_lines, flops = train_table(shape, *train)
     text = "\n".join(
         [
@@ -414,13 +302,9 @@ def main():
             f"`make bench-gpt` ({minutes:.0f} min) on {platform.machine()}, {os.cpu_count()} CPU "
             f"cores, jax {jax.__version__}, float32. Shape {args.shape!r}: {c.num_layers} blocks, "
             f"D = {c.d_model}, {c.num_heads} heads, V = {c.vocab_size:,}, context {c.max_len}; "
-            "the same initial weights in every implementation. Each implementation in its own "
-            f"process, timed while the others are idle, {args.rounds} rounds in rotating order, "
-            f"{PAUSE_S} s idle between blocks. 1-minute load average {load_before:.1f} before, "
-            f"{os.getloadavg()[0]:.1f} after (a shared machine).",
+            "the same initial weights in every implementation.",
             "",
-            "Threads: " + "; ".join(threads) + "; OMP_WAIT_POLICY "
-            f"{os.environ.get('OMP_WAIT_POLICY', 'unset (libgomp default)')}.",
+            *conditions,
             "",
             f"## Training step: B = {shape.train_B}, T = {shape.train_T}, dropout "
             f"{c.dropout_rate}, AdamW",

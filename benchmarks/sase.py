@@ -7,7 +7,7 @@ M-d inputs, U units per direction, float32, forward + backward of the sum of the
 (the cost a training step pays for the recurrence). Padding is masked in all three: our scan
 keeps the state at padding and reverses each row within its length, Flax takes `seq_lengths`,
 PyTorch packs the batch. Time: median of a few runs after compilation, the variants
-interleaved so that load from other processes hits all alike.
+interleaved in rotating order so that load from other processes hits all alike.
 
     .venv/bin/python benchmarks/sase.py [--batch_size 64] [--length 32] [--repeats 9]
 """
@@ -16,9 +16,9 @@ import argparse
 import os
 import pathlib
 import statistics
-import time
 
 import flax.linen as nn
+import harness
 import jax
 import numpy as np
 import optax
@@ -138,12 +138,7 @@ def main():
     load_before = os.getloadavg()[0]
     for run in variants.values():
         run()  # compile / warm up
-    times = {name: [] for name in variants}
-    for _ in range(args.repeats):
-        for name, run in variants.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
+    times = harness.alternate(variants, args.repeats)
     load_after = os.getloadavg()[0]
     medians = {name: statistics.median(t) for name, t in times.items()}
     ours_time = medians["ours: rnn_layer, one lax.scan per direction"]

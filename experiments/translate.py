@@ -8,7 +8,8 @@ Reads a parallel corpus (Multi30k by default) through the `ParallelText` TFDS bu
 joint SentencePiece model on both sides of the training pairs, trains the Transformer or the RNN
 encoder-decoder with the shared loop (teacher forcing, validation loss during training), then
 decodes the evaluation split with beam search and scores corpus BLEU (sacrebleu) on the
-detokenised output. The translations, BLEU, and the wall times go to <workdir>/results.json;
+detokenised output, cased and lowercased, with the parameters averaged over the newest
+checkpoints. The translations, BLEU, and the wall times go to <workdir>/results.json;
 source × target alignment heatmaps of the first validation sentences (the RNN's attention, the
 Transformer's last-layer cross-attention heads) go to <workdir>/alignments/*.png and TensorBoard.
 """
@@ -31,8 +32,16 @@ _CONFIG = cli.config_flag("experiments/configs/translate.py:transformer")
 
 def run(config) -> dict:
     """Trains (resuming if the workdir has checkpoints), decodes and scores; returns results."""
-    d = config.data
+    d, n_average = config.data, config.eval.average_checkpoints
     translation_task.model_preset(config.model, config.model_size)  # before preparing data
+    every = config.train.checkpoint_every_steps
+    saves = -(-config.train.num_train_steps // every) if every else 0  # and one at the end
+    if not 1 <= n_average <= min(config.train.keep_checkpoints, saves):
+        raise ValueError(
+            f"eval.average_checkpoints={n_average} needs that many checkpoints kept and saved "
+            f"(train.keep_checkpoints={config.train.keep_checkpoints}, "
+            f"checkpoint_every_steps={config.train.checkpoint_every_steps})"
+        )
     if not config.train.workdir:
         attention = f"_{config.model_overrides.attention}" if config.model == "rnn" else ""
         config.train.workdir = f"runs/translate_{config.model}_{config.model_size}{attention}"
@@ -76,7 +85,7 @@ def run(config) -> dict:
     if jax.process_index() != 0:
         return {}
 
-    restored = checkpoint.load(workdir)
+    restored = checkpoint.average(workdir, n_average)
     start = time.perf_counter()
     hypotheses = task.translate(
         restored.params,
@@ -89,7 +98,10 @@ def run(config) -> dict:
     )
     decode_seconds = time.perf_counter() - start
     texts = [tokenizer.decode(h) for h in hypotheses]
-    bleu = evaluation.corpus_bleu(texts, [t for _, t in eval_pairs], lowercase=d.lowercase)
+    references = [t for _, t in eval_pairs]
+    bleu, bleu_lowercase = (
+        evaluation.corpus_bleu(texts, references, lowercase=lc) for lc in (False, True)
+    )
     writer = tensorboardX.SummaryWriter(str(workdir / "tensorboard"))
     n = config.eval.num_alignment_plots
     task.plot_alignments(
@@ -106,10 +118,12 @@ def run(config) -> dict:
     (workdir / f"{config.eval.split}.hyp.txt").write_text("".join(f"{t}\n" for t in texts))
     results = {
         "bleu": bleu.score,
+        "bleu_lowercase": bleu_lowercase.score,
         "bleu_signature": bleu.signature,
         "split": config.eval.split,
         "sentences": len(eval_pairs),
         "steps": int(restored.step),
+        "averaged_steps": restored.averaged_steps,
         "train_seconds": round(train_seconds, 1),
         "decode_seconds": round(decode_seconds, 1),
     }
@@ -123,8 +137,9 @@ def main(config):
         attention = f", {config.model_overrides.attention}" if config.model == "rnn" else ""
         print(
             f"\n{config.model} ({config.model_size}{attention}), {results['steps']} steps: "
-            f"BLEU {results['bleu']:.2f} on {results['sentences']} {results['split']} sentences "
-            f"(beam {config.eval.beam_size}; {results['bleu_signature']})\n"
+            f"BLEU {results['bleu']:.2f} cased, {results['bleu_lowercase']:.2f} lowercased on "
+            f"{results['sentences']} {results['split']} sentences (beam {config.eval.beam_size}, "
+            f"averaging steps {results['averaged_steps']}; {results['bleu_signature']})\n"
             f"Training {results['train_seconds']:.0f} s, decoding "
             f"{results['decode_seconds']:.0f} s. Outputs, alignments and TensorBoard events: "
             f"{config.train.workdir}"

@@ -333,12 +333,14 @@ class Restored:
       model: the Linen module rebuilt from its saved config (`model.config`).
       params: the "params" collection as arrays on one device: `model.apply({"params": ...})`.
       step: the optimizer step the checkpoint was taken at.
+      averaged_steps: the steps whose parameters `average` averaged; empty from `load`.
     """
 
     config: ml_collections.ConfigDict
     model: nn.Module
     params: Any
     step: int
+    averaged_steps: list[int] = dataclasses.field(default_factory=list)
 
 
 def _checkpoint_directory(path: epath.Path) -> tuple[epath.Path, int | None]:
@@ -398,3 +400,25 @@ def load(path, step: int | None = None) -> Restored:
         params=restored["params"],
         step=step,
     )
+
+
+def average(path, last: int) -> Restored:
+    """The newest `last` checkpoints of a run with their parameters averaged (Polyak averaging of
+    the end of training: Vaswani et al. 2017, §6.1, average the last 5 checkpoints of the base
+    model). `step` is the newest step; `averaged_steps` lists them all.
+
+    Args:
+      path: a run's workdir or its `checkpoints` directory.
+      last: how many of the newest checkpoints to average; the run must have kept that many
+        (`keep_checkpoints`).
+    """
+    directory, _ = _checkpoint_directory(epath.Path(path).absolute())
+    steps = sorted(ocp.utils.checkpoint_steps(directory))[-last:] if directory.is_dir() else []
+    if last < 1 or len(steps) < last:
+        raise ValueError(f"averaging {last} checkpoints needs as many in {path}; it has {steps}")
+    restored = [load(directory, step) for step in steps]
+    params = jax.tree.map(
+        lambda *p_K: (sum(p.astype("float32") for p in p_K) / last).astype(p_K[0].dtype),
+        *(r.params for r in restored),
+    )
+    return dataclasses.replace(restored[-1], params=params, averaged_steps=steps)

@@ -47,8 +47,14 @@ def _error_line(script, overrides, *args):
             ["--config.model_size=huge"],
             "TransformerConfig has no preset 'huge'; presets: base, big, small, tiny",
         ),
+        (
+            TRANSLATE,
+            ["--config.eval.average_checkpoints=6"],
+            "eval.average_checkpoints=6 needs that many checkpoints kept and saved "
+            "(train.keep_checkpoints=5, checkpoint_every_steps=200)",
+        ),
     ],
-    ids=["config-argument", "config-file", "field", "value", "preset"],
+    ids=["config-argument", "config-file", "field", "value", "preset", "average"],
 )
 def test_bad_flags_and_configs(script, args, expected):
     assert _error_line(script, {}, *args).startswith(expected)

@@ -120,3 +120,15 @@ def test_init_params_replace_the_fresh_initialisation(tmp_path, xla_cache):
         run("bad_name", init_params=_nested("missing/kernel", pretrained))
     with pytest.raises(ValueError, match=f"{name} has shape"):
         run("bad_shape", init_params=_nested(name, pretrained[None]))
+
+
+def test_average_is_the_mean_of_the_newest_checkpoints(reference):
+    workdir = reference[0]
+    averaged = checkpoint.average(workdir, last=2)
+    assert averaged.step == 6 and averaged.averaged_steps == [4, 6]
+    at_4, at_6 = (tiny_runs.flat_params(checkpoint.load(workdir, s).params) for s in (4, 6))
+    expected = {name: (at_4[name].astype(np.float64) + at_6[name]) / 2 for name in at_6}
+    _assert_params_equal(tiny_runs.flat_params(averaged.params), expected, atol=1e-7)
+    assert checkpoint.load(workdir).averaged_steps == []
+    with pytest.raises(ValueError, match=r"averaging 4 checkpoints .* it has \[2, 4, 6\]"):
+        checkpoint.average(workdir, last=4)
