@@ -14,7 +14,7 @@ step. MFU is `flops_per_example` (the matmul FLOPs the model needs, MLM head at 
 positions only) × sequences/s ÷ the matmul's median FLOP/s in the same rounds. The Hugging Face
 models compute the MLM head at every position, work that this count does not credit them with.
 
-    flock /tmp/heavy.lock .venv/bin/python benchmarks/bert.py [--shapes mini base] [--steps 4 2]
+    .venv/bin/python benchmarks/bert.py [--shapes mini base] [--steps 4 2]
 
 B batch, T sequence length, P masked predictions, V vocabulary.
 """

@@ -17,7 +17,7 @@ Fairness (`harness`): each implementation and the matmul in its own process, bui
 one after another, then rounds in rotating order in which each runs a block of timed calls while
 the others are idle. Figures are medians with the min–max over every timed call.
 
-    flock /tmp/heavy.lock .venv/bin/python benchmarks/gpt.py [--rounds 3]
+    .venv/bin/python benchmarks/gpt.py [--rounds 3]
 
 B batch, T training length, S prompt length, L new tokens, V vocabulary.
 """
