@@ -50,6 +50,8 @@ class SASEConfig:
       pair: classify sentence pairs with the gated encoder (SNLI, section 4.3).
       factor_size: O, factors per hop of the gated encoder (pairs only).
       dropout_rate: on the embeddings, the flattened sentence matrix and the MLP hidden layer.
+      word_dropout_rate: the probability that a token's whole embedding is zeroed in training
+        (word dropout, Iyyer et al. 2015; the survivors are scaled by 1 / (1 − rate)).
       freeze_embeddings: no gradient reaches the embedding table.
       dtype: compute dtype name of the matrix products; LSTM states and softmax stay float32.
       param_dtype: parameter storage dtype name.
@@ -71,6 +73,7 @@ class SASEConfig:
     pair: bool = False
     factor_size: int = 64
     dropout_rate: float = 0.5
+    word_dropout_rate: float = 0.0
     freeze_embeddings: bool = False
     dtype: str = "float32"
     param_dtype: str = "float32"
@@ -81,8 +84,9 @@ class SASEConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        for name in ("dropout_rate", "word_dropout_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         check_dtype_names(self)
 
     @classmethod
@@ -147,6 +151,9 @@ class SentenceEncoder(nn.Module):
         emb_BSM = embed(tokens_BS)
         if c.freeze_embeddings:
             emb_BSM = jax.lax.stop_gradient(emb_BSM)
+        emb_BSM = nn.Dropout(c.word_dropout_rate, broadcast_dims=(2,))(
+            emb_BSM, deterministic=deterministic
+        )
         emb_BSM = nn.Dropout(c.dropout_rate)(emb_BSM, deterministic=deterministic)
         valid_BS = tokens_BS != PAD_ID
         h_BSE, _ = rnn_layer(

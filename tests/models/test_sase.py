@@ -114,11 +114,36 @@ def test_frozen_embeddings_get_no_gradient():
         assert float(jnp.abs(grads["encoder"]["w_s1"]).sum()) > 0.0
 
 
+def test_word_dropout_zeroes_whole_tokens_in_training_only():
+    tokens_BS = np.random.default_rng(4).integers(1, 23, size=(16, 12))
+    model = sase.SASE(sase.SASEConfig.tiny(23, word_dropout_rate=0.5))
+    params = random_params(model, tokens_BS)
+    table_VM = np.asarray(params["encoder"]["embed"]["embedding"])
+    for deterministic in (True, False):
+        _, state = model.apply(
+            {"params": params},
+            tokens_BS,
+            deterministic=deterministic,
+            rngs={"dropout": jax.random.key(0)},
+            capture_intermediates=True,
+            mutable=["intermediates"],
+        )
+        (dropped_BSM,) = state["intermediates"]["encoder"]["Dropout_0"]["__call__"]
+        kept_BS = np.abs(np.asarray(dropped_BSM)).sum(-1) > 0
+        scale = 1.0 if deterministic else 2.0
+        np.testing.assert_allclose(
+            dropped_BSM, table_VM[tokens_BS] * kept_BS[..., None] * scale, rtol=1e-6
+        )
+        assert kept_BS.all() if deterministic else 0.3 < kept_BS.mean() < 0.7
+
+
 def test_bad_configs_are_one_line_errors():
     with pytest.raises(ValueError, match="hops must be positive"):
         sase.SASEConfig(10, hops=0)
     with pytest.raises(ValueError, match="dropout_rate"):
         sase.SASEConfig(10, dropout_rate=1.0)
+    with pytest.raises(ValueError, match="word_dropout_rate"):
+        sase.SASEConfig(10, word_dropout_rate=-0.1)
     yelp = sase.SASEConfig.yelp(100)
     assert (yelp.hidden_size, yelp.attention_hidden_size, yelp.hops, yelp.mlp_hidden_size) == (
         300,
