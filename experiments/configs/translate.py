@@ -65,7 +65,7 @@ def get_config(arg: str = "transformer") -> ml_collections.ConfigDict:
     c.train.optimizer = "adamw"  # optax's AdamW (bias-corrected Adam), no weight decay.
     if arg == "transformer":
         c.model_overrides.pre_ln = ml_collections.config_dict.placeholder(bool)
-        c.train.num_train_steps = 3000  # 13 epochs, 49 min on the 2-core VM of the README.
+        c.train.num_train_steps = 3000  # 13 epochs; 49-95 min on the README's 2-core VMs.
         c.train.schedule = "inverse_sqrt"
         c.train.learning_rate = 1e-3
         c.train.warmup_steps = 800
