@@ -53,7 +53,7 @@ import jax.numpy as jnp
 
 from attention_jax.layers import LuongAttention
 from attention_jax.models.common import PAD_ID, check_dtype_names, dense, dtypes
-from attention_jax.models.recurrent import CELLS, GATES, rnn_cell, rnn_layer
+from attention_jax.models.recurrent import CELLS, GATES, rnn_cell, rnn_layer, split_state
 from attention_jax.models.recurrent import matmul as _matmul
 from attention_jax.models.recurrent import param as _param
 from attention_jax.ops.additive import additive_scores, attend
@@ -275,14 +275,13 @@ class DecoderCell(nn.Module):
             )
             b_Q = _param(self, f"b_{layer}", (Q,), ("mlp",), nn.initializers.zeros)
             xw_BQ = _matmul("Bi,iQ->BQ", x_Bi, w_iQ, dtype) + b_Q.astype(jnp.float32)
-            new_states.append(
-                rnn_cell(c.cell, xw_BQ, state_BYX[:, layer], u_DQ, "BD,DQ->BQ", dtype)
-            )
-            x_Bi = new_states[-1][:, :D]
+            state = split_state(c.cell, state_BYX[:, layer])
+            new_states.append(rnn_cell(c.cell, xw_BQ, state, u_DQ, "BD,DQ->BQ", dtype))
+            x_Bi = new_states[-1][0]
             if layer < c.num_decoder_layers - 1:
                 x_Bi = dropout(x_Bi, deterministic=deterministic)
         h_BD = x_Bi
-        carry = {**carry, "rnn": jnp.stack(new_states, axis=1)}
+        carry = {**carry, "rnn": jnp.stack([jnp.concatenate(s, -1) for s in new_states], axis=1)}
 
         if c.attention == "luong_concat":
             context_B1E, weights_B1S = additive_attention(h_BD)
