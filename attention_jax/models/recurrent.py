@@ -97,7 +97,7 @@ def rnn_layer(module, cell, x_BSi, valid_BS, *, layer, directions, hidden_size):
             new = rnn_cell(cell, xw_BQ, state, u_UQ, "BU,UQ->BQ", dtype)
             # Padding leaves the state as it was: the forward carry ends at the last real state,
             # and the backward one stays zero through the trailing padding until the last token.
-            state = tuple(jnp.where(valid_B[:, None], n, s) for n, s in zip(new, state))
+            state = jax.tree.map(lambda n, s: jnp.where(valid_B[:, None], n, s), new, state)
             return state, state[0]
 
         state = (jnp.zeros((x_BSi.shape[0], U), jnp.float32),) * (2 if cell == "lstm" else 1)
