@@ -8,7 +8,7 @@ h' = (1 − z) h + z h̃.
 `rnn_layer` computes the input projections W x + b of all positions and directions at once,
 then runs one `lax.scan` per direction, the backward one with `reverse=True`; its carry is the
 state tuple (h, c) of an LSTM or (h,) of a GRU, which XLA:CPU runs faster than one concatenated
-array (`make bench-sase`). Rows are right-padded and padding leaves the state as it
+array that each step slices and rebuilds. Rows are right-padded and padding leaves the state as it
 was, so the backward direction starts at each row's last real token and padding never enters a
 real state, with no gather to reverse rows within their lengths (whose gradient, a scatter, is
 slow on XLA:CPU). The encoder of `seq2seq_rnn` and the BiLSTM of `sase` both stack it; its
@@ -26,6 +26,7 @@ from attention_jax.models.common import dtypes
 
 CELLS = ("lstm", "gru")
 GATES = {"lstm": 4, "gru": 3}
+STATE_PARTS = {"lstm": 2, "gru": 1}  # (h, c) and (h,)
 
 
 def param(module, name, shape, axes, init):
@@ -63,7 +64,7 @@ def rnn_cell(cell, xw_Q, state, u_UQ, equation, dtype):
 
 def split_state(cell, state_X):
     """The state tuple of `cell` from its concatenated form X: [h; c] (LSTM) or h (GRU)."""
-    return tuple(jnp.split(state_X, 2 if cell == "lstm" else 1, axis=-1))
+    return tuple(jnp.split(state_X, STATE_PARTS[cell], axis=-1))
 
 
 def rnn_layer(module, cell, x_BSi, valid_BS, *, layer, directions, hidden_size):
@@ -100,7 +101,7 @@ def rnn_layer(module, cell, x_BSi, valid_BS, *, layer, directions, hidden_size):
             state = jax.tree.map(lambda n, s: jnp.where(valid_B[:, None], n, s), new, state)
             return state, state[0]
 
-        state = (jnp.zeros((x_BSi.shape[0], U), jnp.float32),) * (2 if cell == "lstm" else 1)
+        state = (jnp.zeros((x_BSi.shape[0], U), jnp.float32),) * STATE_PARTS[cell]
         xs = (jnp.swapaxes(xw_BSdQ[:, :, direction], 0, 1), valid_SB)
         state, h_SBU = jax.lax.scan(step, state, xs, reverse=direction == 1)
         h_BSU.append(jnp.swapaxes(h_SBU, 0, 1))
