@@ -6,10 +6,11 @@ Same sizes for all: B sentences of up to S tokens (lengths drawn uniformly in [S
 M-d inputs, U units per direction, float32, forward + backward of the sum of the annotations
 (the cost a training step pays for the recurrence). Padding is masked in all three: our scan
 keeps the state at padding and reverses each row within its length, Flax takes `seq_lengths`,
-PyTorch packs the batch. Time: median of a few runs after compilation, the variants
-interleaved in rotating order so that load from other processes hits all alike.
+PyTorch packs the batch. Time: median of a few runs after compilation, the three BiLSTMs
+interleaved in rotating order so that load from other processes hits all alike (the whole
+training step, a different measurement, in its own runs after them).
 
-    .venv/bin/python benchmarks/sase.py [--batch_size 64] [--length 32] [--repeats 9]
+    .venv/bin/python benchmarks/sase.py [--batch_size 64] [--length 32] [--repeats 21]
 """
 
 import argparse
@@ -106,7 +107,7 @@ def main():
     parser.add_argument("--length", type=int, default=32)
     parser.add_argument("--embed_size", type=int, default=300)
     parser.add_argument("--hidden_size", type=int, default=150)
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=21)
     args = parser.parse_args()
     B, S, M, U = args.batch_size, args.length, args.embed_size, args.hidden_size
     torch.set_num_threads(os.cpu_count() or 1)
@@ -133,18 +134,20 @@ def main():
             lengths_B,
         ),
         "PyTorch nn.LSTM(bidirectional=True), packed": torch_step(x_BSM, lengths_B, U),
-        "ours: whole SASE train step (sst2 preset, Adam)": sase_train_step(B, S, lengths_B, M, U),
+    }
+    whole_step = {
+        "ours: whole SASE train step (sst2 preset, Adam)": sase_train_step(B, S, lengths_B, M, U)
     }
     load_before = os.getloadavg()[0]
-    for run in variants.values():
+    for run in [*variants.values(), *whole_step.values()]:
         run()  # compile / warm up
-    times = harness.alternate(variants, args.repeats)
+    times = harness.alternate(variants, args.repeats) | harness.alternate(whole_step, args.repeats)
     load_after = os.getloadavg()[0]
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    ours_time = medians["ours: rnn_layer, one lax.scan per direction"]
+    ours_time = statistics.median(times["ours: rnn_layer, one lax.scan per direction"])
     rows = [
-        f"| {name} | {1e3 * t:.1f} | {B * S / t:,.0f} | {t / ours_time:.2f}× |"
-        for name, t in medians.items()
+        f"| {name} | {1e3 * statistics.median(t):.1f} | {1e3 * min(t):.1f}-{1e3 * max(t):.1f} | "
+        f"{B * S / statistics.median(t):,.0f} | {statistics.median(t) / ours_time:.2f}× |"
+        for name, t in times.items()
     ]
     text = "\n".join(
         [
@@ -154,13 +157,14 @@ def main():
             f"up to S = {S} tokens (lengths uniform in [{S // 4}, {S}], padding masked in all), "
             f"M = {M} inputs, U = {U} units per direction, float32; the last row is our whole SASE "
             f"training step (embeddings, BiLSTM, r = 4 hops, MLP 512, penalty, Adam) at the same "
-            f"sizes. Time: median of {args.repeats} runs after compilation, variants interleaved. "
+            f"sizes. Time: median (and range) of {args.repeats} runs after compilation, the three "
+            f"BiLSTMs interleaved, then the whole step alone. "
             f"Device: {jax.device_count()} × {jax.devices()[0].platform}, {os.cpu_count()} CPU "
             f"cores, PyTorch {torch.__version__} with {torch.get_num_threads()} threads; 1-minute "
             f"load average {load_before:.1f} before / {load_after:.1f} after (shared machine).",
             "",
-            "| variant | time (ms) | tokens/s (padded) | time / ours |",
-            "|---|---|---|---|",
+            "| variant | time (ms) | range (ms) | tokens/s (padded) | time / ours |",
+            "|---|---|---|---|---|",
             *rows,
             "",
         ]

@@ -5,10 +5,11 @@ LSTM (Hochreiter & Schmidhuber; gates i, f, g, o): c' = σ(f) c + σ(i) tanh(g),
 GRU (Bahdanau et al. 2015, appendix A.1.1): r, z = σ(W x + U h), h̃ = tanh(W x + U (r ⊙ h)),
 h' = (1 − z) h + z h̃.
 
-`rnn_layer` computes the input projections W x + b of all positions and directions at once,
-then runs one `lax.scan` per direction, the backward one with `reverse=True`; its carry is the
-state tuple (h, c) of an LSTM or (h,) of a GRU, which XLA:CPU runs faster than one concatenated
-array that each step slices and rebuilds. Rows are right-padded and padding leaves the state as it
+`rnn_layer` runs one `lax.scan` per direction, the backward one with `reverse=True`; each step
+projects its own input (W x_t + b, as Flax's `nn.RNN` does), which XLA:CPU runs faster than one
+projection of all positions before the scan (`make bench-sase`), and its carry is the state
+tuple (h, c) of an LSTM or (h,) of a GRU, faster than one concatenated array that each step
+slices and rebuilds. Rows are right-padded and padding leaves the state as it
 was, so the backward direction starts at each row's last real token and padding never enters a
 real state, with no gather to reverse rows within their lengths (whose gradient, a scatter, is
 slow on XLA:CPU). The encoder of `seq2seq_rnn` and the BiLSTM of `sase` both stack it; its
@@ -88,13 +89,13 @@ def rnn_layer(module, cell, x_BSi, valid_BS, *, layer, directions, hidden_size):
         module, f"u_{layer}", (d, U, Q), (None, "embed", "mlp"), nn.initializers.orthogonal()
     )
     b_dQ = param(module, f"b_{layer}", (d, Q), (None, "mlp"), nn.initializers.zeros)
-    xw_BSdQ = matmul("BSi,idQ->BSdQ", x_BSi, w_idQ, dtype) + b_dQ.astype(jnp.float32)
-    valid_SB = jnp.swapaxes(valid_BS, 0, 1)
+    xs = (jnp.swapaxes(x_BSi, 0, 1), jnp.swapaxes(valid_BS, 0, 1))
     h_BSU, final_X = [], []
     for direction in range(d):
 
-        def step(state, xs, u_UQ=u_dUQ[direction]):
-            xw_BQ, valid_B = xs
+        def step(state, xs, w_iQ=w_idQ[:, direction], u_UQ=u_dUQ[direction], b_Q=b_dQ[direction]):
+            x_Bi, valid_B = xs
+            xw_BQ = matmul("Bi,iQ->BQ", x_Bi, w_iQ, dtype) + b_Q.astype(jnp.float32)
             new = rnn_cell(cell, xw_BQ, state, u_UQ, "BU,UQ->BQ", dtype)
             # Padding leaves the state as it was: the forward carry ends at the last real state,
             # and the backward one stays zero through the trailing padding until the last token.
@@ -102,7 +103,6 @@ def rnn_layer(module, cell, x_BSi, valid_BS, *, layer, directions, hidden_size):
             return state, state[0]
 
         state = (jnp.zeros((x_BSi.shape[0], U), jnp.float32),) * STATE_PARTS[cell]
-        xs = (jnp.swapaxes(xw_BSdQ[:, :, direction], 0, 1), valid_SB)
         state, h_SBU = jax.lax.scan(step, state, xs, reverse=direction == 1)
         h_BSU.append(jnp.swapaxes(h_SBU, 0, 1))
         final_X.append(jnp.concatenate(state, axis=-1))

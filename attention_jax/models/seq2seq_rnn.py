@@ -29,10 +29,10 @@ here: Bahdanau et al. (appendix A.2.2) start from s_0 = tanh(W_s ←h_1), the ba
 first state only; Luong et al. start decoder layer ℓ from encoder layer ℓ's final state (h and
 c), unprojected.
 
-Recurrences are `lax.scan`s whose carry is one array, an LSTM's h and c concatenated (XLA:CPU
-is slow on scans with many small carries); the encoder runs one scan per direction and layer,
-after the input projections of all positions (`models.recurrent.rnn_layer`, shared with the
-SASE BiLSTM).
+The encoder is `models.recurrent.rnn_layer` (shared with the SASE BiLSTM): one `lax.scan` per
+direction and layer, carrying each LSTM state as a tuple (h, c). The decoder's carry keeps each
+layer's state as one array, h and c concatenated, which is also the decoding state that beam
+search reorders; each step splits it with `split_state`.
 
 Generation: `Seq2SeqRNN.start_decoding` encodes the source once and returns a `step_fn` for
 `attention_jax.decoding` whose state is the decoder carry; `Seq2SeqRNN.cross_attention_weights`
