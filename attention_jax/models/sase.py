@@ -52,6 +52,8 @@ class SASEConfig:
       dropout_rate: on the embeddings, the flattened sentence matrix and the MLP hidden layer.
       word_dropout_rate: the probability that a token's whole embedding is zeroed in training
         (word dropout, Iyyer et al. 2015; the survivors are scaled by 1 / (1 − rate)).
+      hidden_dropout_rate: on the BiLSTM hidden states H before the attention (the authors' code
+        and google/flax's SST-2 example drop them out; the paper does not say).
       freeze_embeddings: no gradient reaches the embedding table.
       dtype: compute dtype name of the matrix products; LSTM states and softmax stay float32.
       param_dtype: parameter storage dtype name.
@@ -78,6 +80,7 @@ class SASEConfig:
     factor_size: int = 64
     dropout_rate: float = 0.5
     word_dropout_rate: float = 0.0
+    hidden_dropout_rate: float = 0.0
     freeze_embeddings: bool = False
     dtype: str = "float32"
     param_dtype: str = "float32"
@@ -88,7 +91,7 @@ class SASEConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
-        for name in ("dropout_rate", "word_dropout_rate"):
+        for name in ("dropout_rate", "word_dropout_rate", "hidden_dropout_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         check_dtype_names(self)
@@ -162,6 +165,7 @@ class SentenceEncoder(nn.Module):
         h_BSE, _ = rnn_layer(
             self, "lstm", emb_BSM, valid_BS, layer=0, directions=2, hidden_size=c.hidden_size
         )
+        h_BSE = nn.Dropout(c.hidden_dropout_rate)(h_BSE, deterministic=deterministic)
         w_s1_EA = param(self, "w_s1", (E, A), ("embed", "mlp"), nn.initializers.xavier_uniform())
         w_s2_AR = param(self, "w_s2", (A, R), ("mlp", None), nn.initializers.xavier_uniform())
         return structured_self_attention(

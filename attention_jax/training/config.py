@@ -29,7 +29,7 @@ DEFAULT_LOGICAL_AXIS_RULES = (
     ("norm", None),
 )
 
-OPTIMIZERS = ("adamw", "bert_adamw", "lamb")
+OPTIMIZERS = ("adamw", "bert_adamw", "lamb", "sgd")
 SCHEDULES = ("linear", "bert_linear", "inverse_sqrt", "cosine", "constant")
 PARALLELISM = ("jit", "pmap")
 NAN_POLICIES = ("halt", "skip")
@@ -48,18 +48,20 @@ def default_config() -> ml_collections.ConfigDict:
     c.batch_size = 32  # Global batch size: examples per optimizer step over all hosts.
     c.grad_accum_steps = 1  # Micro-batches per step; batch_size is split into this many.
     # See optim.py: "bert_adamw" is google-research/bert's AdamWeightDecayOptimizer.
-    c.optimizer = "adamw"  # "adamw" (optax, bias-corrected), "bert_adamw" or "lamb".
+    c.optimizer = "adamw"  # "adamw" (optax, bias-corrected), "bert_adamw", "lamb" or "sgd".
     c.learning_rate = 1e-4  # Peak learning rate, reached at the end of warmup.
     # "linear" decays from the end of warmup, "bert_linear" (google-research/bert's) from step 0.
     c.schedule = "linear"  # "linear", "bert_linear", "inverse_sqrt" (Noam), "cosine", "constant".
     c.warmup_steps = 0  # Steps of linear warmup from 0 to learning_rate.
     c.warmup_proportion = config_dict.placeholder(float)  # Fraction, if warmup_steps is None.
-    c.weight_decay = 0.0  # Decoupled weight decay, on the parameters weight_decay_exclude spares.
+    # On the parameters weight_decay_exclude spares; "sgd" adds it to the gradient (L2).
+    c.weight_decay = 0.0  # Decoupled weight decay.
     # Regex searched in each parameter's "/"-joined path: matches get no weight decay.
     c.weight_decay_exclude = NO_DECAY_PATTERN  # Every bias and norm parameter (optim.py).
     c.b1 = 0.9  # Adam/LAMB first-moment decay.
     c.b2 = 0.999  # Adam/LAMB second-moment decay.
     c.eps = 1e-6  # Adam/LAMB denominator epsilon.
+    c.momentum = 0.9  # SGD heavy-ball momentum; 0 is plain SGD.
     c.grad_clip_norm = None  # Clip gradients to this global L2 norm; None disables clipping.
     c.dtype = "float32"  # Compute dtype for the model ("float32"|"bfloat16"); params stay float32.
     c.mesh = ml_collections.ConfigDict()  # Device mesh; one axis may be -1 (= remaining devices).

@@ -1,4 +1,4 @@
-"""Optimizers (AdamW, google-research/bert's AdamW, LAMB) with clipping, and the schedules.
+"""Optimizers (AdamW, google-research/bert's AdamW, LAMB, SGD) with clipping, and the schedules.
 
 Schedules, with peak rate η, warmup W and total steps S (step s counts finished updates):
   warmup       η · min(1, s / W)                         (all schedules; none when W = 0)
@@ -14,6 +14,8 @@ Optimizers, after clipping to `grad_clip_norm`, with decoupled weight decay λ o
   bert_adamw   google-research/bert's AdamWeightDecayOptimizer: Adam without bias correction,
                w ← w − η (m / (√v + ε) + λ w)
   lamb         optax.lamb (You et al. 2020)
+  sgd          heavy-ball momentum μ (optax.sgd), with λ w added to the gradient (L2, coupled):
+               m ← μ m + g + λ w, w ← w − η m
 """
 
 import re
@@ -89,7 +91,12 @@ def make_optimizer(config) -> optax.GradientTransformation:
     def mask(params):
         return decay_mask(params, config.weight_decay_exclude)
 
-    if config.optimizer == "bert_adamw":
+    if config.optimizer == "sgd":
+        optimizer = optax.chain(
+            optax.add_decayed_weights(config.weight_decay, mask),
+            optax.sgd(schedule, momentum=config.momentum or None),
+        )
+    elif config.optimizer == "bert_adamw":
         optimizer = optax.chain(
             scale_by_adam_without_bias_correction(config.b1, config.b2, config.eps),
             optax.add_decayed_weights(config.weight_decay, mask),

@@ -29,6 +29,7 @@ def get_config(arg: str = "random") -> ml_collections.ConfigDict:
     c.model_overrides.mlp_hidden_size = ml_collections.config_dict.placeholder(int)  # MLP units.
     c.model_overrides.dropout_rate = ml_collections.config_dict.placeholder(float)
     c.model_overrides.word_dropout_rate = ml_collections.config_dict.placeholder(float)
+    c.model_overrides.hidden_dropout_rate = ml_collections.config_dict.placeholder(float)
     c.model_overrides.freeze_embeddings = ml_collections.config_dict.placeholder(bool)
 
     c.data = ml_collections.ConfigDict()

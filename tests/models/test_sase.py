@@ -137,6 +137,33 @@ def test_word_dropout_zeroes_whole_tokens_in_training_only():
         assert kept_BS.all() if deterministic else 0.3 < kept_BS.mean() < 0.7
 
 
+def test_hidden_dropout_drops_bilstm_states_in_training_only():
+    tokens_BS = np.random.default_rng(5).integers(1, 23, size=(16, 12))
+    model = sase.SASE(sase.SASEConfig.tiny(23, hidden_dropout_rate=0.5))
+    params = random_params(model, tokens_BS)
+    dropped = {}
+    for deterministic in (True, False):
+        _, state = model.apply(
+            {"params": params},
+            tokens_BS,
+            deterministic=deterministic,
+            rngs={"dropout": jax.random.key(0)},
+            capture_intermediates=True,
+            mutable=["intermediates"],
+        )
+        (dropped[deterministic],) = state["intermediates"]["encoder"]["Dropout_2"]["__call__"]
+    h_BSE, train_BSE = np.asarray(dropped[True]), np.asarray(dropped[False])
+    kept_BSE = train_BSE != 0
+    assert 0.4 < kept_BSE.mean() < 0.6 and np.all(h_BSE != 0)
+    np.testing.assert_allclose(train_BSE, np.where(kept_BSE, 2.0 * h_BSE, 0.0), rtol=1e-6)
+    plain = sase.SASE(sase.SASEConfig.tiny(23))
+    np.testing.assert_allclose(
+        model.apply({"params": params}, tokens_BS),
+        plain.apply({"params": params}, tokens_BS),
+        rtol=1e-6,
+    )
+
+
 def test_bad_configs_are_one_line_errors():
     with pytest.raises(ValueError, match="hops must be positive"):
         sase.SASEConfig(10, hops=0)
@@ -144,6 +171,8 @@ def test_bad_configs_are_one_line_errors():
         sase.SASEConfig(10, dropout_rate=1.0)
     with pytest.raises(ValueError, match="word_dropout_rate"):
         sase.SASEConfig(10, word_dropout_rate=-0.1)
+    with pytest.raises(ValueError, match="hidden_dropout_rate"):
+        sase.SASEConfig(10, hidden_dropout_rate=1.0)
     yelp = sase.SASEConfig.yelp(100)
     assert (yelp.hidden_size, yelp.attention_hidden_size, yelp.hops, yelp.mlp_hidden_size) == (
         300,

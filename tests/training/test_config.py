@@ -29,7 +29,7 @@ def test_default_config_is_valid_and_commented():
 @pytest.mark.parametrize(
     "field, value, match",
     [
-        ("optimizer", "sgd", "optimizer='sgd'"),
+        ("optimizer", "adagrad", "optimizer='adagrad'"),
         ("schedule", "step", "schedule='step'"),
         ("nan_policy", "ignore", "nan_policy"),
         ("parallelism", "pjit", "parallelism"),

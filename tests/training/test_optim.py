@@ -1,4 +1,4 @@
-"""Schedules, the weight-decay mask, AdamW and LAMB against NumPy float64 references."""
+"""Schedules, the weight-decay mask, AdamW, LAMB and SGD against NumPy float64 references."""
 
 import re
 
@@ -200,4 +200,24 @@ def test_bert_adamw_matches_google_research_bert():
         update = jax.tree.map(lambda m, v: m / (np.sqrt(v) + 1e-6), m, v)
         update["dense"]["kernel"] = update["dense"]["kernel"] + 0.3 * p["dense"]["kernel"]
         p = jax.tree.map(lambda w, u, lr=lr: w - lr * u, p, update)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params32, p)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_is_heavy_ball_with_l2_on_the_decayed_weights(momentum):
+    config = _config(
+        optimizer="sgd", schedule="linear", momentum=momentum, weight_decay=0.3, warmup_steps=1
+    )
+    params = _tree()
+    rng = np.random.default_rng(2)
+    grads = [jax.tree.map(lambda p: rng.normal(size=p.shape), params) for _ in range(4)]
+    params32 = _optimize(config, params, grads)
+
+    p, m = params, jax.tree.map(np.zeros_like, params)
+    for step, g in enumerate(grads):
+        # L2 on the kernel only: biases and norms are spared.
+        g["dense"]["kernel"] = g["dense"]["kernel"] + 0.3 * p["dense"]["kernel"]
+        m = jax.tree.map(lambda m, g: momentum * m + g, m, g)
+        lr = _reference_schedule("linear", step, warmup=1)
+        p = jax.tree.map(lambda w, m, lr=lr: w - lr * m, p, m)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params32, p)
