@@ -114,22 +114,28 @@ def test_frozen_embeddings_get_no_gradient():
         assert float(jnp.abs(grads["encoder"]["w_s1"]).sum()) > 0.0
 
 
+def _dropout_output(model, params, tokens_BS, layer, deterministic):
+    """The output of the encoder's dropout layer `layer` (Dropout_0: words, _2: BiLSTM states)."""
+    _, state = model.apply(
+        {"params": params},
+        tokens_BS,
+        deterministic=deterministic,
+        rngs={"dropout": jax.random.key(0)},
+        capture_intermediates=True,
+        mutable=["intermediates"],
+    )
+    (output,) = state["intermediates"]["encoder"][layer]["__call__"]
+    return np.asarray(output)
+
+
 def test_word_dropout_zeroes_whole_tokens_in_training_only():
     tokens_BS = np.random.default_rng(4).integers(1, 23, size=(16, 12))
     model = sase.SASE(sase.SASEConfig.tiny(23, word_dropout_rate=0.5))
     params = random_params(model, tokens_BS)
     table_VM = np.asarray(params["encoder"]["embed"]["embedding"])
     for deterministic in (True, False):
-        _, state = model.apply(
-            {"params": params},
-            tokens_BS,
-            deterministic=deterministic,
-            rngs={"dropout": jax.random.key(0)},
-            capture_intermediates=True,
-            mutable=["intermediates"],
-        )
-        (dropped_BSM,) = state["intermediates"]["encoder"]["Dropout_0"]["__call__"]
-        kept_BS = np.abs(np.asarray(dropped_BSM)).sum(-1) > 0
+        dropped_BSM = _dropout_output(model, params, tokens_BS, "Dropout_0", deterministic)
+        kept_BS = np.abs(dropped_BSM).sum(-1) > 0
         scale = 1.0 if deterministic else 2.0
         np.testing.assert_allclose(
             dropped_BSM, table_VM[tokens_BS] * kept_BS[..., None] * scale, rtol=1e-6
@@ -141,18 +147,8 @@ def test_hidden_dropout_drops_bilstm_states_in_training_only():
     tokens_BS = np.random.default_rng(5).integers(1, 23, size=(16, 12))
     model = sase.SASE(sase.SASEConfig.tiny(23, hidden_dropout_rate=0.5))
     params = random_params(model, tokens_BS)
-    dropped = {}
-    for deterministic in (True, False):
-        _, state = model.apply(
-            {"params": params},
-            tokens_BS,
-            deterministic=deterministic,
-            rngs={"dropout": jax.random.key(0)},
-            capture_intermediates=True,
-            mutable=["intermediates"],
-        )
-        (dropped[deterministic],) = state["intermediates"]["encoder"]["Dropout_2"]["__call__"]
-    h_BSE, train_BSE = np.asarray(dropped[True]), np.asarray(dropped[False])
+    h_BSE = _dropout_output(model, params, tokens_BS, "Dropout_2", deterministic=True)
+    train_BSE = _dropout_output(model, params, tokens_BS, "Dropout_2", deterministic=False)
     kept_BSE = train_BSE != 0
     assert 0.4 < kept_BSE.mean() < 0.6 and np.all(h_BSE != 0)
     np.testing.assert_allclose(train_BSE, np.where(kept_BSE, 2.0 * h_BSE, 0.0), rtol=1e-6)
