@@ -4,11 +4,12 @@
 
 Same sizes for all: B sentences of up to S tokens (lengths drawn uniformly in [S/4, S]),
 M-d inputs, U units per direction, float32, forward + backward of the sum of the annotations
-(the cost a training step pays for the recurrence). Padding is masked in all three: our scan
-keeps the state at padding and reverses each row within its length, Flax takes `seq_lengths`,
-PyTorch packs the batch. Time: median of a few runs after compilation, the three BiLSTMs
-interleaved in rotating order so that load from other processes hits all alike (the whole
-training step, a different measurement, in its own runs after them).
+(the cost a training step pays for the recurrence). Padding is masked in all three: our scans
+keep the state through padding (the backward one starts at each row's last token), Flax takes
+`seq_lengths` (reversing each row within its length), PyTorch packs the batch. Time: median of
+a few runs after compilation, the three BiLSTMs interleaved in rotating order so that load from
+other processes hits all alike (the whole training step, a different measurement, in its own
+runs after them).
 
     .venv/bin/python benchmarks/sase.py [--batch_size 64] [--length 32] [--repeats 21]
 """
@@ -143,10 +144,11 @@ def main():
         run()  # compile / warm up
     times = harness.alternate(variants, args.repeats) | harness.alternate(whole_step, args.repeats)
     load_after = os.getloadavg()[0]
-    ours_time = statistics.median(times["ours: rnn_layer, one lax.scan per direction"])
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    ours_time = medians["ours: rnn_layer, one lax.scan per direction"]
     rows = [
-        f"| {name} | {1e3 * statistics.median(t):.1f} | {1e3 * min(t):.1f}-{1e3 * max(t):.1f} | "
-        f"{B * S / statistics.median(t):,.0f} | {statistics.median(t) / ours_time:.2f}× |"
+        f"| {name} | {1e3 * medians[name]:.1f} | {1e3 * min(t):.1f}-{1e3 * max(t):.1f} | "
+        f"{B * S / medians[name]:,.0f} | {medians[name] / ours_time:.2f}× |"
         for name, t in times.items()
     ]
     text = "\n".join(
