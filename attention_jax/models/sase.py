@@ -63,10 +63,10 @@ class SASEConfig:
     or 2,000 (Age) hidden units, 300-d GloVe embeddings (updated in training), dropout 0.3,
     penalty coefficient 1.0 (`tasks.sase`), and in training SGD at 0.001, batches of 50,
     L2 1e-4, LSTM gradients clipped at 0.5. That code drops out the BiLSTM outputs, the
-    W_s1 layer, M and the MLP hidden layer, where ours drops out the embeddings, M and the MLP
-    hidden layer; and its penalty is the mean of the squared entries of AAᵀ − I, i.e. the
-    paper's P / r², so its coefficient 1.0 is 1 / r² here. `sst2` is sized for SST-2 on a
-    2-core CPU; `tiny` for tests.
+    W_s1 layer, M and the MLP hidden layer; these presets drop out the BiLSTM outputs
+    (`hidden_dropout_rate`), the embeddings, M and the MLP hidden layer. Its penalty is the mean
+    of the squared entries of AAᵀ − I, i.e. the paper's P / r², so its coefficient 1.0 is
+    1 / r² here. `sst2` is sized for SST-2 on a 2-core CPU; `tiny` for tests.
     """
 
     vocab_size: int
@@ -106,6 +106,7 @@ class SASEConfig:
             hops=30,
             mlp_hidden_size=3000,
             dropout_rate=0.3,
+            hidden_dropout_rate=0.3,
         )
         return cls(vocab_size=vocab_size, **{**shape, **overrides})
 

@@ -170,6 +170,7 @@ def test_bad_configs_are_one_line_errors():
     with pytest.raises(ValueError, match="hidden_dropout_rate"):
         sase.SASEConfig(10, hidden_dropout_rate=1.0)
     yelp = sase.SASEConfig.yelp(100)
+    assert (yelp.dropout_rate, yelp.hidden_dropout_rate) == (0.3, 0.3)
     assert (yelp.hidden_size, yelp.attention_hidden_size, yelp.hops, yelp.mlp_hidden_size) == (
         300,
         350,
