@@ -8,13 +8,12 @@ h' = (1 − z) h + z h̃.
 `rnn_layer` runs one `lax.scan` per direction, the backward one with `reverse=True`. Each step
 projects its own input (W x_t + b, as Flax's `nn.RNN` does), which XLA:CPU ran faster than one
 projection of all positions before the scan (`make bench-sase`: 1.04-1.07× Flax's time before,
-level after), and the carry is the state
-tuple (h, c) of an LSTM or (h,) of a GRU, faster than one concatenated array that each step
-slices and rebuilds. Rows are right-padded and padding leaves the state as it was, so the
-backward direction starts at each row's last real token and padding never enters a real state,
-with no gather to reverse rows within their lengths (whose gradient, a scatter, is slow on
-XLA:CPU). The encoder of `seq2seq_rnn` and the BiLSTM of `sase` both stack it; its
-parameters are `w_x_<layer>`, `u_<layer>`, `b_<layer>` of the calling module.
+level after), and the carry is the state tuple (h, c) of an LSTM or (h,) of a GRU, faster than
+one concatenated array that each step slices and rebuilds. Rows are right-padded and padding
+leaves the state as it was, so the backward direction starts at each row's last real token and
+padding never enters a real state, with no gather to reverse rows within their lengths (whose
+gradient, a scatter, is slow on XLA:CPU). The encoder of `seq2seq_rnn` and the BiLSTM of `sase`
+both stack it; its parameters are `w_x_<layer>`, `u_<layer>`, `b_<layer>` of the calling module.
 
 B batch, S length, d directions, U hidden units per direction, Q gate pre-activations (4U for an
 LSTM, 3U for a GRU), X carried state (U for a GRU, 2U for an LSTM), i input features, E = d·U.
